@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings and helpers for the nvmx-gpc build and run scripts.
+# Sourced, never executed.
+
+set -euo pipefail
+
+NVMX_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export NVMX_ROOT
+
+# Everything large lives outside the repository.
+NVMX_CACHE=${NVMX_CACHE:-$HOME/.cache/nvmx-gpc}
+export NVMX_CACHE
+
+# Pinned inputs. The build depends on these exact versions; setup.sh
+# refuses to continue when one of them is no longer in the archive.
+KVER=6.12.117
+LINUX_SOURCE_PKG=linux-source-6.12
+LINUX_SOURCE_VER=6.12.117-1~deb12u1
+LINUX_SOURCE_TARBALL=/usr/src/linux-source-6.12.tar.xz
+RUSTC_WEB_VER=1.96.0+dfsg1-1~deb12u2
+BINDGEN_VER=0.69.5
+LLVM_VER=19
+
+# Tools installed from crates.io live beside (not inside) the build cache,
+# so a second checkout with its own NVMX_CACHE shares them.
+NVMX_TOOLS=${NVMX_TOOLS:-$HOME/.cache/nvmx-gpc/tools}
+BINDGEN=$NVMX_TOOLS/bindgen-$BINDGEN_VER/bin/bindgen
+export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VER/lib
+
+# Passed on every kernel and module make: the rustup toolchain that comes
+# first on PATH has no rust-src and a different rustc version.
+RUST_VARS=(RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc HOSTRUSTC=/usr/bin/rustc
+	BINDGEN="$BINDGEN" CLIPPY_DRIVER=/usr/bin/clippy-driver)
+
+NVMX_T0=${NVMX_T0:-$(date +%s)}
+export NVMX_T0
+
+# Elapsed wall time since the top-level command started, as [mm:ss].
+nvmx_stamp() {
+	local d=$(( $(date +%s) - NVMX_T0 ))
+	printf '[%02d:%02d]' $((d / 60)) $((d % 60))
+}
+
+log() { printf '%s %s\n' "$(nvmx_stamp)" "$*" >&2; }
+die() { printf '%s ERROR: %s\n' "$(nvmx_stamp)" "$*" >&2; exit 1; }
+
+# step NAME CMD...: run CMD, print its name and how long it took.
+step() {
+	local name=$1 t0 rc=0
+	shift
+	t0=$(date +%s)
+	log ">> $name"
+	"$@" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		log "!! $name failed (rc=$rc) after $(( $(date +%s) - t0 ))s"
+		return "$rc"
+	fi
+	log "<< $name done in $(( $(date +%s) - t0 ))s"
+}
+
+# Hash of everything that determines the kernel build configuration.
+# Patches are deliberately not part of it: a changed patch is applied to
+# the existing tree and rebuilt incrementally (see build-kernel.sh).
+config_key() {
+	{
+		echo "$KVER $LINUX_SOURCE_VER rustc=$RUSTC_WEB_VER bindgen=$BINDGEN_VER"
+		cat "$NVMX_ROOT/config/kernel.fragment"
+		if [ "${NVMX_DEBUG:-0}" = 1 ]; then
+			cat "$NVMX_ROOT/config/debug.fragment"
+		fi
+	} | sha256sum | cut -c1-12
+}
+
+patches_key() {
+	# shellcheck disable=SC2012
+	{ ls "$NVMX_ROOT"/patches/*.patch 2>/dev/null | sort | xargs -r cat; } |
+		sha256sum | cut -c1-12
+}
+
+KEY=$(config_key)
+KSRC=$NVMX_CACHE/src-$KVER
+KSRC_PRISTINE=$NVMX_CACHE/pristine-$KVER
+KOBJ=$NVMX_CACHE/obj-$KEY
+OUT=$NVMX_CACHE/out-$KEY
+export KSRC KOBJ OUT
+
+kmake() {
+	make -C "$KSRC" O="$KOBJ" "${RUST_VARS[@]}" "$@"
+}
