@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# nvmx-gpc: the two entry points are `make demo` and `make test`.
+# Build trees live in $(NVMX_CACHE) (default ~/.cache/nvmx-gpc), never in
+# the repository; see scripts/lib.sh.
+
+.NOTPARALLEL:
+.PHONY: all demo test setup kernel module selftests harness image \
+	check-harness smoke bochs-test harness-selfcheck clean-results
+
+export NVMX_T0 := $(shell date +%s)
+S := scripts
+# Which runs of the plan: stock (no module), module, unloaded (after rmmod).
+PHASES ?= stock,module,unloaded
+
+all: image harness
+
+setup:
+	@$(S)/setup.sh
+
+kernel: setup
+	@$(S)/build-kernel.sh
+
+module: kernel
+	@$(S)/build-module.sh
+
+selftests: kernel
+	@$(S)/build-selftests.sh
+
+harness:
+	@echo ">> nvmx-harness (release build)"
+	@cargo build --quiet --release --manifest-path tools/nvmx-harness/Cargo.toml
+
+image: module selftests
+	@$(S)/mkimage.sh initramfs
+
+# Rust host tooling: formatting, Clippy with warnings as errors, unit and
+# end-to-end tests of the harness.
+check-harness:
+	@echo ">> nvmx-harness: cargo fmt --check, clippy -D warnings, cargo test"
+	@cargo fmt --manifest-path tools/nvmx-harness/Cargo.toml -- --check
+	@cargo clippy --quiet --manifest-path tools/nvmx-harness/Cargo.toml --all-targets -- -D warnings
+	@cargo test --quiet --manifest-path tools/nvmx-harness/Cargo.toml
+
+# QEMU TCG (no VMX): boot, insmod, rmmod, no kernel warnings.
+smoke: image harness
+	@$(S)/run-emulator.sh qemu --plan smoke --phases module,unloaded
+
+# The harness must turn a failing test and a hung test into a red run.
+harness-selfcheck: image harness
+	@$(S)/expect-failure.sh
+
+# Bochs with VMX: the full plan, stock / module / after rmmod.
+bochs-test: image harness
+	@$(S)/run-emulator.sh bochs --plan test --phases $(PHASES)
+
+demo: image harness
+	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
+
+test: check-harness smoke harness-selfcheck bochs-test
+	@echo "make test: all stages passed"
+
+clean-results:
+	rm -rf results

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Build the upstream nested VMX selftests the test plan runs, plus the
+# project's own tests in selftests/, statically, with the kernel's KVM
+# selftest library and the uapi headers of the project's kernel.
+. "$(dirname "$0")/lib.sh"
+
+[ -d "$KOBJ/usr/include/linux" ] || die "no uapi headers in $KOBJ/usr; run scripts/build-kernel.sh first"
+
+UPSTREAM=(vmx_tsc_adjust_test vmx_apic_access_test vmx_close_while_nested_test
+	vmx_set_nested_state_test state_test vmx_msrs_test vmx_invalid_nested_guest_state
+	vmx_dirty_log_test nested_exceptions_test smm_test hyperv_evmcs
+	vmx_preemption_timer_test)
+KVM_ST=$KSRC/tools/testing/selftests/kvm
+mkdir -p "$OUT/selftests"
+
+# Our tests build inside the kernel's selftest tree, next to the upstream
+# ones, so they use the same library, flags and headers.
+OURS=()
+for c in "$NVMX_ROOT"/selftests/*.c; do
+	name=$(basename "$c" .c)
+	ln -sf "$c" "$KVM_ST/x86_64/$name.c"
+	OURS+=("$name")
+done
+
+progs=()
+for t in "${UPSTREAM[@]}" "${OURS[@]}"; do
+	progs+=("x86_64/$t")
+done
+
+step "selftests build (${#progs[@]} programs)" \
+	make -s -C "$KVM_ST" OUTPUT="$OUT/selftests" -j"$(nproc)" \
+	KHDR_INCLUDES="-isystem $KOBJ/usr/include" USERLDFLAGS=-static \
+	TEST_GEN_PROGS_x86_64="${progs[*]}" TEST_GEN_PROGS_EXTENDED_x86_64= \
+	"${progs[@]/#/$OUT/selftests/}"
+printf '%s\n' "${UPSTREAM[@]}" >"$OUT/selftests/upstream.list"
+printf '%s\n' "${OURS[@]}" >"$OUT/selftests/ours.list"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Prove that the test bed cannot report success falsely: a plan with a test
+# that exits 1, and one with a test that never ends, must both make the run
+# fail, the hang through the host-side timeout. Uses QEMU (seconds per boot).
+. "$(dirname "$0")/lib.sh"
+
+# expect_red WHAT STATUS ARGS...: the run must fail, and fail because the
+# canary got STATUS, not for some unrelated reason.
+expect_red() {
+	local what=$1 status=$2 summary
+	shift 2
+	if "$NVMX_ROOT/scripts/run-emulator.sh" qemu "$@" >"$NVMX_CACHE/expect-$what.log" 2>&1; then
+		cat "$NVMX_CACHE/expect-$what.log" >&2
+		die "run with an injected $what reported success"
+	fi
+	summary=$NVMX_ROOT/results/inject-$what/summary.txt
+	grep -q "^  $status stock/canary-$what" "$summary" ||
+		die "run failed, but not with $status for canary-$what: $(cat "$summary")"
+	grep -E "canary-$what|passed, .* failed" "$summary" >&2
+	log "injected $what made the run fail, as it must"
+}
+
+step "injected failing test" expect_red fail FAIL --plan smoke --phases stock --inject fail --name inject-fail
+step "injected hanging test" expect_red hang TIMEOUT --plan smoke --phases stock --inject hang --name inject-hang --test 15

@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * nvmx_l2_loop_test: cost of an L2 round trip (L2 VMCALL -> L0 -> L1 ->
+ * VMRESUME -> L2) with the L1 pages that nested VMX maps on every entry.
+ *
+ * Modes (-m):
+ *   none       No MSR bitmap and no APIC pages: the floor.
+ *   managed    MSR bitmap, APIC-access page and virtual-APIC page in
+ *              ordinary guest memory (host pages with struct page).
+ *   unmanaged  The same three pages in a memslot backed by /dev/mem above
+ *              the host's mem= limit, i.e. memory without struct page.
+ *              -a selects the host physical address (default 0x40000000);
+ *              the test skips unless the range is outside System RAM.
+ *
+ * L1 runs -n round trips and measures them with RDTSC.  Every exit must be
+ * the VMCALL.  In the page modes each round trip also checks the virtual
+ * APIC page in both directions: L1 stores a TPR value in the page, L2 must
+ * read it through CR8 (TPR shadow, no exit) and then writes back a second
+ * value through CR8, which L1 must find in the page after the exit.  A
+ * stale or wrong virtual-APIC mapping therefore fails the test.
+ *
+ * The host prints one "@@BENCH" line per run for the test-bed harness.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+#include "vmx.h"
+
+#include "kselftest.h"
+
+#define APIC_TPR_OFFSET		0x80
+#define NR_L1_PAGES		3
+#define UNMANAGED_GPA		0xc0000000ul
+#define UNMANAGED_SLOT		10
+
+enum mode { MODE_NONE, MODE_MANAGED, MODE_UNMANAGED };
+
+static const char *const mode_names[] = {
+	[MODE_NONE] = "none",
+	[MODE_MANAGED] = "managed",
+	[MODE_UNMANAGED] = "unmanaged",
+};
+
+/* Shared between the host, L1 and L2 (L2 runs on L1's page tables). */
+struct loop_args {
+	uint64_t iters;
+	uint64_t use_pages;
+	uint64_t msr_bitmap_gpa;
+	uint64_t apic_access_gpa;
+	uint64_t vapic_gpa;
+	uint8_t *vapic;		/* L1 virtual address of the vAPIC page. */
+};
+
+/* Written by L2, read by L1: the CR8 value L2 saw. */
+static volatile uint64_t l2_seen_cr8;
+/* Written by L1, read by L2: the CR8 value L2 must store. */
+static volatile uint64_t l2_next_cr8;
+static volatile uint64_t l2_use_pages;
+
+static void l2_guest_code(void)
+{
+	for (;;) {
+		if (l2_use_pages) {
+			uint64_t cr8;
+
+			__asm__ __volatile__("mov %%cr8, %0" : "=r"(cr8));
+			l2_seen_cr8 = cr8;
+			cr8 = l2_next_cr8;
+			__asm__ __volatile__("mov %0, %%cr8" : : "r"(cr8));
+		}
+		__asm__ __volatile__("vmcall");
+	}
+}
+
+static void l1_enable_pages(struct loop_args *args)
+{
+	uint32_t ctl;
+
+	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
+	ctl |= CPU_BASED_USE_MSR_BITMAPS | CPU_BASED_TPR_SHADOW |
+	       CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
+	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
+	ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
+	ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
+	GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
+
+	GUEST_ASSERT(!vmwrite(MSR_BITMAP, args->msr_bitmap_gpa));
+	GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR, args->apic_access_gpa));
+	GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR, args->vapic_gpa));
+	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
+}
+
+/* Check the exit, advance L2 past VMCALL, and check the vAPIC round trip. */
+static void l1_check_exit(struct loop_args *args, uint64_t i)
+{
+	volatile uint32_t *vtpr = (volatile uint32_t *)(args->vapic + APIC_TPR_OFFSET);
+
+	GUEST_ASSERT_EQ(vmreadz(VM_EXIT_REASON), EXIT_REASON_VMCALL);
+	GUEST_ASSERT(!vmwrite(GUEST_RIP, vmreadz(GUEST_RIP) +
+			      vmreadz(VM_EXIT_INSTRUCTION_LEN)));
+	if (!args->use_pages)
+		return;
+
+	/* CR8 is VTPR[7:4]. */
+	GUEST_ASSERT_EQ(l2_seen_cr8, (i % 16));
+	GUEST_ASSERT_EQ(*vtpr >> 4, (i + 7) % 16);
+	*vtpr = ((i + 1) % 16) << 4;
+	l2_next_cr8 = (i + 8) % 16;
+}
+
+static void l1_guest_code(struct vmx_pages *vmx_pages, struct loop_args *args)
+{
+#define L2_GUEST_STACK_SIZE 64
+	unsigned long l2_guest_stack[L2_GUEST_STACK_SIZE];
+	uint64_t i, t0, t1;
+
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx_pages));
+	GUEST_ASSERT(load_vmcs(vmx_pages));
+	prepare_vmcs(vmx_pages, l2_guest_code,
+		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
+
+	l2_use_pages = args->use_pages;
+	if (args->use_pages) {
+		l1_enable_pages(args);
+		*(volatile uint32_t *)(args->vapic + APIC_TPR_OFFSET) = 0;
+		l2_next_cr8 = 7;
+	}
+
+	/* Warm up: the first entry pays for vmcs02 setup. */
+	GUEST_ASSERT(!vmlaunch());
+	l1_check_exit(args, 0);
+
+	t0 = rdtsc();
+	for (i = 1; i <= args->iters; i++) {
+		GUEST_ASSERT(!vmresume());
+		l1_check_exit(args, i);
+	}
+	t1 = rdtsc();
+	GUEST_SYNC(t1 - t0);
+	GUEST_DONE();
+}
+
+/* True if [start, end) overlaps a "System RAM" line of /proc/iomem. */
+static bool overlaps_system_ram(uint64_t start, uint64_t end)
+{
+	char line[256];
+	bool hit = false;
+	FILE *f;
+
+	f = fopen("/proc/iomem", "r");
+	TEST_ASSERT(f, "cannot open /proc/iomem: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi;
+
+		if (!strstr(line, "System RAM") ||
+		    sscanf(line, " %llx-%llx", &lo, &hi) != 2)
+			continue;
+		if (lo < end && start <= hi)
+			hit = true;
+	}
+	fclose(f);
+	return hit;
+}
+
+/*
+ * Back UNMANAGED_GPA with host physical memory that the host kernel does not
+ * manage, and map it 1:1 into L1's page tables.
+ */
+static void add_unmanaged_slot(struct kvm_vm *vm, uint64_t phys)
+{
+	size_t size = NR_L1_PAGES * getpagesize();
+	void *hva;
+	int fd;
+
+	__TEST_REQUIRE(!overlaps_system_ram(phys, phys + size),
+		       "0x%lx is System RAM: boot the host with mem= below it", phys);
+	fd = open("/dev/mem", O_RDWR);
+	__TEST_REQUIRE(fd >= 0, "/dev/mem: %s", strerror(errno));
+	hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, phys);
+	__TEST_REQUIRE(hva != MAP_FAILED, "mmap /dev/mem at 0x%lx: %s",
+		       phys, strerror(errno));
+	close(fd);
+	memset(hva, 0, size);
+
+	vm_set_user_memory_region(vm, UNMANAGED_SLOT, 0, UNMANAGED_GPA, size, hva);
+	virt_map(vm, UNMANAGED_GPA, UNMANAGED_GPA, NR_L1_PAGES);
+}
+
+static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
+			enum mode mode, uint64_t phys)
+{
+	uint64_t gva[NR_L1_PAGES];
+	int i;
+
+	if (mode == MODE_NONE)
+		return;
+
+	if (mode == MODE_UNMANAGED) {
+		add_unmanaged_slot(vm, phys);
+		for (i = 0; i < NR_L1_PAGES; i++)
+			gva[i] = UNMANAGED_GPA + i * getpagesize();
+	} else {
+		for (i = 0; i < NR_L1_PAGES; i++) {
+			gva[i] = vm_vaddr_alloc_page(vm);
+			memset(addr_gva2hva(vm, gva[i]), 0, getpagesize());
+		}
+	}
+
+	/* An all-zero MSR bitmap: L1 intercepts no MSR. */
+	args->use_pages = 1;
+	args->msr_bitmap_gpa = addr_gva2gpa(vm, gva[0]);
+	args->apic_access_gpa = addr_gva2gpa(vm, gva[1]);
+	args->vapic_gpa = addr_gva2gpa(vm, gva[2]);
+	args->vapic = (uint8_t *)gva[2];
+}
+
+static void usage(const char *name)
+{
+	printf("usage: %s [-m none|managed|unmanaged] [-n iterations] [-a phys]\n",
+	       name);
+	exit(KSFT_FAIL);
+}
+
+int main(int argc, char *argv[])
+{
+	uint64_t iters = 1000, phys = 0x40000000ul, ticks = 0;
+	enum mode mode = MODE_MANAGED;
+	vm_vaddr_t vmx_gva, args_gva;
+	struct loop_args *args;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	struct ucall uc;
+	bool done = false;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "m:n:a:h")) != -1) {
+		switch (opt) {
+		case 'm':
+			for (mode = MODE_NONE; mode <= MODE_UNMANAGED; mode++)
+				if (!strcmp(optarg, mode_names[mode]))
+					break;
+			if (mode > MODE_UNMANAGED)
+				usage(argv[0]);
+			break;
+		case 'n':
+			iters = strtoull(optarg, NULL, 0);
+			break;
+		case 'a':
+			phys = strtoull(optarg, NULL, 0);
+			break;
+		default:
+			usage(argv[0]);
+		}
+	}
+	TEST_ASSERT(iters > 0, "need at least one iteration");
+
+	ksft_print_header();
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+	ksft_set_plan(1);
+
+	vm = vm_create_with_one_vcpu(&vcpu, l1_guest_code);
+	vcpu_alloc_vmx(vm, &vmx_gva);
+	args_gva = vm_vaddr_alloc_page(vm);
+	args = addr_gva2hva(vm, args_gva);
+	memset(args, 0, sizeof(*args));
+	args->iters = iters;
+	setup_pages(vm, args, mode, phys);
+	vcpu_args_set(vcpu, 2, vmx_gva, args_gva);
+
+	while (!done) {
+		vcpu_run(vcpu);
+		TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT(uc);
+			/* NOT REACHED */
+		case UCALL_SYNC:
+			ticks = uc.args[1];
+			break;
+		case UCALL_DONE:
+			done = true;
+			break;
+		default:
+			TEST_FAIL("unexpected ucall %lu", uc.cmd);
+		}
+	}
+	kvm_vm_free(vm);
+
+	TEST_ASSERT(ticks > 0, "L1 reported no TSC delta");
+	printf("@@BENCH test=nvmx_l2_loop mode=%s iters=%lu ticks=%lu per_rt=%lu\n",
+	       mode_names[mode], iters, ticks, ticks / iters);
+	ksft_test_result_pass("%s: %lu round trips, %lu ticks each\n",
+			      mode_names[mode], iters, ticks / iters);
+	ksft_finished();
+}
