@@ -65,6 +65,33 @@
 //!
 //! Like `hva_to_pfn_retry()`, the cache holds no page reference once a
 //! mapping is installed: the mmu_notifier is what keeps the pfn honest.
+//! `MAX_ATTEMPTS` is the caller's policy; stock KVM loops without bound
+//! (with `cond_resched()`), and a bounded loop fails while invalidations
+//! keep coming, because [`InvalSeq`] is per VM, not per range.
+//!
+//! # How the kernel notifier invalidates
+//!
+//! ```text
+//! invalidate_range_start(range):                // No sleeping under L.
+//!     lock(L);
+//!     vm.inval.begin();                         // First, before any cache.
+//!     for each cache: kick |= state.invalidate_range(start, end).kick_vcpu;
+//!     unlock(L);
+//!     if kick {                                 // Before returning: the page
+//!         if !blockable { lock(L); vm.inval.end(); unlock(L); return -EAGAIN }
+//!         KVM_REQ_OUTSIDE_GUEST_MODE + KVM_REQUEST_WAIT to those vCPUs;
+//!     }                                         // may change after this.
+//! invalidate_range_end(range):
+//!     lock(L); vm.inval.end(); unlock(L);
+//! memslot update (after the new memslots are visible):
+//!     lock(L); for each cache: kick |= state.invalidate_all(Memslot).kick_vcpu;
+//!     unlock(L); if kick { kick and wait }
+//! ```
+//!
+//! [`Invalidated::kick_vcpu`] can be set for a cache that was already
+//! invalid: a second invalidation of the page may run while the first one's
+//! kick is still in flight, and it must not return before the vCPU is out
+//! either.
 //!
 //! # Locking
 //!
