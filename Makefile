@@ -6,7 +6,7 @@
 
 .NOTPARALLEL:
 .PHONY: all demo test setup kernel module selftests harness image \
-	check-harness smoke bochs-test harness-selfcheck clean-results
+	check-harness check-model smoke bochs-test harness-selfcheck clean-results
 
 export NVMX_T0 := $(shell date +%s)
 S := scripts
@@ -42,6 +42,14 @@ check-harness:
 	@cargo clippy --quiet --manifest-path tools/nvmx-harness/Cargo.toml --all-targets -- -D warnings
 	@cargo test --quiet --manifest-path tools/nvmx-harness/Cargo.toml
 
+# The cache state machine (rust/cache/state.rs) in userspace: formatting,
+# Clippy, unit tests and the exhaustive interleaving model check (~30 s).
+check-model:
+	@echo ">> rust/cache/model: cargo fmt --check, clippy -D warnings, cargo test"
+	@cargo fmt --manifest-path rust/cache/model/Cargo.toml -- --check
+	@cargo clippy --quiet --manifest-path rust/cache/model/Cargo.toml --all-targets -- -D warnings
+	@cargo test --quiet --manifest-path rust/cache/model/Cargo.toml
+
 # QEMU TCG (no VMX): boot, insmod, rmmod, no kernel warnings.
 smoke: image harness
 	@$(S)/run-emulator.sh qemu --plan smoke --phases module,unloaded
@@ -57,7 +65,7 @@ bochs-test: image harness
 demo: image harness
 	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
 
-test: check-harness smoke harness-selfcheck bochs-test
+test: check-harness check-model smoke harness-selfcheck bochs-test
 	@echo "make test: all stages passed"
 
 clean-results:

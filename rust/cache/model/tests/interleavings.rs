@@ -1,0 +1,893 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Exhaustive interleaving check of "invalidate racing refresh and use".
+//!
+//! Each actor is a short program whose steps are the atomic critical
+//! sections of the kernel protocol (or the lock-free steps between them).
+//! A depth-first search runs every schedule of every scenario, cloning the
+//! whole world at each branch, and checks the invariants after every step
+//! and at the end of every schedule. Mutants (deliberately broken variants)
+//! must be caught by the same search, so that the checker cannot go blind
+//! unnoticed.
+//!
+//! Actors:
+//!
+//! - vCPU (the refresher): `Check` [lock: `lookup`, on a miss
+//!   `begin_refresh`] -> `Resolve` [no lock: read the page the uhva maps to,
+//!   "map" it] -> `Finish` [lock: `finish_refresh`, release what it returns]
+//!   -> `Enter` [the entry check: enter guest mode only if the cache is active
+//!   and valid, and let the hardware use the pfn written to vmcs02]. A
+//!   retry or a cancelled entry goes back to `Check`, at most
+//!   `MAX_ATTEMPTS` times.
+//! - Invalidator: `Begin` [lock: `InvalSeq::begin` and `invalidate_range`]
+//!   -> `Kick` [force the vCPU out of guest mode and wait, if the page is
+//!   hardware-visible] -> `Move` [the host page behind the uhva changes] ->
+//!   `End` [lock: `InvalSeq::end`].
+//! - Memslot update: `Swap` [new generation, the gpa now translates to
+//!   another uhva] -> `InvalAll` [lock: `invalidate_all(Memslot)`] -> `Kick`.
+//! - Remote teardown: `Deactivate` [lock: `deactivate`, release].
+//! - User (KVM software access): `Use` [lock: `check`, on a hit the pfn must
+//!   be the current backing of the gpa].
+
+use nvmx_cache_model::{
+    CacheState, Commit, InvalCause, InvalSeq, Lookup, Mutant, PageKind, Resolved,
+};
+
+const GPA: u64 = 0x5000;
+/// The uhva of `GPA` under memslot generation 0.
+const U0: u64 = 0x10_0000;
+/// The uhva of `GPA` after the memslot update (generation 1).
+const U1: u64 = 0x20_0000;
+/// Pfns at or above this have no `struct page` (they were `memremap()`ed).
+const UNMANAGED_BASE: u64 = 1000;
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Ways of breaking the protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Faults {
+    /// A broken `finish_refresh` from state.rs.
+    state: Option<Mutant>,
+    /// The notifier invalidates the caches before it raises `in_progress`.
+    invalidate_before_begin: bool,
+    /// The notifier ignores `Invalidated::kick_vcpu` (no kick).
+    no_kick: bool,
+    /// The notifier kicks only when it found the cache valid (the
+    /// `gfn_to_pfn_cache_invalidate_start()` eviction rule of the old
+    /// `KVM_GUEST_USES_PFN` pfncache and of the v4 series).
+    kick_only_if_was_valid: bool,
+    /// Memslot updates do not invalidate caches (v4's behaviour).
+    no_memslot_hook: bool,
+    /// The user's check ignores the memslot generation.
+    gen_blind_user: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VPc {
+    Check,
+    Resolve,
+    Finish,
+    Enter,
+    Exit,
+    Teardown,
+    Done,
+}
+
+#[derive(Clone, Debug)]
+struct Vcpu {
+    pc: VPc,
+    attempts: u32,
+    ticket: Option<nvmx_cache_model::RefreshTicket>,
+    resolved: Option<Resolved>,
+    entry_pfn: u64,
+    /// Leave guest mode and deactivate the cache at the end (on the vCPU
+    /// thread, as `free_nested()` does).
+    teardown: bool,
+    gave_up: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IStep {
+    BeginAndInvalidate,
+    Invalidate,
+    Begin,
+    Kick,
+    Move,
+    End,
+}
+
+#[derive(Clone, Debug)]
+struct Invalidator {
+    uhva: u64,
+    steps: &'static [IStep],
+    idx: usize,
+    kick: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MPc {
+    Swap,
+    InvalAll,
+    Kick,
+    Done,
+}
+
+#[derive(Clone, Debug)]
+struct Memslot {
+    pc: MPc,
+    kick: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Actor {
+    Vcpu(Vcpu),
+    Invalidator(Invalidator),
+    Memslot(Memslot),
+    RemoteTeardown { done: bool },
+    User { done: bool },
+}
+
+impl Actor {
+    fn done(&self) -> bool {
+        match self {
+            Actor::Vcpu(v) => v.pc == VPc::Done,
+            Actor::Invalidator(i) => i.idx == i.steps.len(),
+            Actor::Memslot(m) => m.pc == MPc::Done,
+            Actor::RemoteTeardown { done } | Actor::User { done } => *done,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct World {
+    faults: Faults,
+    inval: InvalSeq,
+    cache: CacheState,
+    /// Current memslot generation.
+    gen: u64,
+    /// Host page tables: the pfn behind `U0` and behind `U1`.
+    pt: [u64; 2],
+    next_pfn: u64,
+    /// What the hardware uses while the vCPU is in guest mode: the uhva and
+    /// the pfn written to vmcs02.
+    hw: Option<(u64, u64)>,
+    /// Kernel mappings that exist (tokens).
+    live: Vec<u64>,
+    next_token: u64,
+    actors: Vec<Actor>,
+    trace: Vec<String>,
+}
+
+type Check = Result<(), String>;
+
+impl World {
+    fn new(kind: PageKind, faults: Faults, warm: bool, actors: Vec<Actor>) -> World {
+        let mut w = World {
+            faults,
+            inval: InvalSeq::new(),
+            cache: CacheState::new(kind),
+            gen: 0,
+            pt: [100, 200],
+            next_pfn: UNMANAGED_BASE,
+            hw: None,
+            live: Vec::new(),
+            next_token: 1,
+            actors,
+            trace: Vec::new(),
+        };
+        w.cache.activate();
+        if warm {
+            let t = w.cache.begin_refresh(GPA, 0, U0, &w.inval).unwrap();
+            let r = w.map(w.pt_get(U0));
+            assert_eq!(
+                w.cache.finish_refresh(t, r, &w.inval),
+                Commit::Installed { old: None }
+            );
+        }
+        w
+    }
+
+    fn pt_get(&self, uhva: u64) -> u64 {
+        match uhva {
+            U0 => self.pt[0],
+            U1 => self.pt[1],
+            _ => panic!("unknown uhva {uhva:#x}"),
+        }
+    }
+
+    fn pt_set(&mut self, uhva: u64, pfn: u64) {
+        match uhva {
+            U0 => self.pt[0] = pfn,
+            U1 => self.pt[1] = pfn,
+            _ => panic!("unknown uhva {uhva:#x}"),
+        }
+    }
+
+    /// The uhva that the current memslots give `GPA`.
+    fn slot_uhva(&self) -> u64 {
+        if self.gen == 0 {
+            U0
+        } else {
+            U1
+        }
+    }
+
+    /// The page that currently backs `GPA`.
+    fn backing(&self) -> u64 {
+        self.pt_get(self.slot_uhva())
+    }
+
+    fn map(&mut self, pfn: u64) -> Resolved {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.live.push(token);
+        Resolved {
+            pfn,
+            mapping: token,
+            unmanaged: pfn >= UNMANAGED_BASE,
+        }
+    }
+
+    fn release(&mut self, r: Resolved) -> Check {
+        match self.live.iter().position(|&t| t == r.mapping) {
+            Some(i) => {
+                self.live.swap_remove(i);
+                Ok(())
+            }
+            None => Err(format!("mapping {} released twice", r.mapping)),
+        }
+    }
+
+    fn kick(&mut self) {
+        // KVM_REQ_OUTSIDE_GUEST_MODE with KVM_REQUEST_WAIT: the vCPU is out of
+        // guest mode when this returns, and its next entry check sees the
+        // cache invalid.
+        self.hw = None;
+    }
+
+    fn step(&mut self, id: usize) -> Check {
+        let mut actor = self.actors[id].clone();
+        let what = match &mut actor {
+            Actor::Vcpu(v) => self.step_vcpu(v)?,
+            Actor::Invalidator(i) => self.step_invalidator(i)?,
+            Actor::Memslot(m) => self.step_memslot(m)?,
+            Actor::RemoteTeardown { done } => {
+                if let Some(r) = self.cache.deactivate() {
+                    self.release(r)?;
+                }
+                *done = true;
+                "teardown: deactivate".to_string()
+            }
+            Actor::User { done } => {
+                *done = true;
+                self.step_user()?
+            }
+        };
+        self.actors[id] = actor;
+        self.trace.push(format!("[{id}] {what}"));
+        Ok(())
+    }
+
+    fn vcpu_retry(v: &mut Vcpu) {
+        v.attempts += 1;
+        if v.attempts < MAX_ATTEMPTS {
+            v.pc = VPc::Check;
+        } else {
+            v.gave_up = true;
+            v.pc = if v.teardown { VPc::Exit } else { VPc::Done };
+        }
+    }
+
+    fn step_vcpu(&mut self, v: &mut Vcpu) -> Result<String, String> {
+        Ok(match v.pc {
+            VPc::Check => match self.cache.lookup(GPA, self.gen) {
+                Lookup::Hit { pfn, .. } => {
+                    if pfn != self.backing() {
+                        return Err(format!("vCPU hit pfn {pfn}, backing is {}", self.backing()));
+                    }
+                    v.entry_pfn = pfn;
+                    v.pc = VPc::Enter;
+                    format!("vcpu: check hit pfn {pfn}")
+                }
+                Lookup::Miss(why) => {
+                    let uhva = self.slot_uhva();
+                    match self.cache.begin_refresh(GPA, self.gen, uhva, &self.inval) {
+                        Ok(t) => {
+                            v.ticket = Some(t);
+                            v.pc = VPc::Resolve;
+                            format!("vcpu: miss {why:?}, begin_refresh gen {}", self.gen)
+                        }
+                        Err(e) => {
+                            v.pc = if v.teardown { VPc::Exit } else { VPc::Done };
+                            format!("vcpu: miss {why:?}, begin_refresh {e:?}")
+                        }
+                    }
+                }
+            },
+            VPc::Resolve => {
+                let uhva = v.ticket.as_ref().unwrap().uhva();
+                let pfn = self.pt_get(uhva);
+                v.resolved = Some(self.map(pfn));
+                v.pc = VPc::Finish;
+                format!("vcpu: resolve {uhva:#x} -> pfn {pfn}, map")
+            }
+            VPc::Finish => {
+                let t = v.ticket.take().unwrap();
+                let r = v.resolved.take().unwrap();
+                let commit = match self.faults.state {
+                    None => self.cache.finish_refresh(t, r, &self.inval),
+                    Some(m) => self.cache.finish_refresh_mutant(t, r, &self.inval, m),
+                };
+                match commit {
+                    Commit::Installed { old } => {
+                        if let Some(old) = old {
+                            self.release(old)?;
+                        }
+                        v.entry_pfn = r.pfn;
+                        v.pc = VPc::Enter;
+                    }
+                    Commit::Retry { discard } => {
+                        self.release(discard)?;
+                        Self::vcpu_retry(v);
+                    }
+                    Commit::Stale { discard } => {
+                        self.release(discard)?;
+                        v.pc = if v.teardown { VPc::Exit } else { VPc::Done };
+                    }
+                }
+                format!("vcpu: finish_refresh -> {commit:?}")
+            }
+            VPc::Enter => {
+                if self.cache.is_active() && self.cache.is_valid() {
+                    if self.cache.kind().hardware_visible() {
+                        let uhva = self.cache.uhva().unwrap();
+                        self.hw = Some((uhva, v.entry_pfn));
+                    }
+                    v.pc = if v.teardown { VPc::Exit } else { VPc::Done };
+                    format!("vcpu: enter guest, hw uses pfn {}", v.entry_pfn)
+                } else {
+                    Self::vcpu_retry(v);
+                    "vcpu: entry cancelled (cache invalid), reload".to_string()
+                }
+            }
+            VPc::Exit => {
+                self.hw = None;
+                v.pc = VPc::Teardown;
+                "vcpu: exit guest".to_string()
+            }
+            VPc::Teardown => {
+                if let Some(r) = self.cache.deactivate() {
+                    self.release(r)?;
+                }
+                v.pc = VPc::Done;
+                "vcpu: deactivate".to_string()
+            }
+            VPc::Done => unreachable!(),
+        })
+    }
+
+    fn step_invalidator(&mut self, i: &mut Invalidator) -> Result<String, String> {
+        let step = i.steps[i.idx];
+        i.idx += 1;
+        let (start, end) = (i.uhva, i.uhva + 4096);
+        let mut invalidate = |w: &mut World| {
+            let r = w.cache.invalidate_range(start, end);
+            i.kick = r.kick_vcpu
+                && !w.faults.no_kick
+                && (r.was_valid || !w.faults.kick_only_if_was_valid);
+            format!("{r:?}")
+        };
+        Ok(match step {
+            IStep::BeginAndInvalidate => {
+                self.inval.begin().map_err(|e| format!("{e:?}"))?;
+                format!("inval: begin + invalidate_range -> {}", invalidate(self))
+            }
+            IStep::Invalidate => format!("inval: invalidate_range -> {}", invalidate(self)),
+            IStep::Begin => {
+                self.inval.begin().map_err(|e| format!("{e:?}"))?;
+                "inval: begin".to_string()
+            }
+            IStep::Kick => {
+                if i.kick {
+                    self.kick();
+                }
+                format!("inval: kick {}", i.kick)
+            }
+            IStep::Move => {
+                let pfn = self.next_pfn;
+                self.next_pfn += 1;
+                self.pt_set(i.uhva, pfn);
+                format!("inval: page at {:#x} moves to pfn {pfn}", i.uhva)
+            }
+            IStep::End => {
+                self.inval.end().map_err(|e| format!("{e:?}"))?;
+                "inval: end".to_string()
+            }
+        })
+    }
+
+    fn step_memslot(&mut self, m: &mut Memslot) -> Result<String, String> {
+        Ok(match m.pc {
+            MPc::Swap => {
+                self.gen += 1;
+                m.pc = if self.faults.no_memslot_hook {
+                    MPc::Done
+                } else {
+                    MPc::InvalAll
+                };
+                format!("memslot: generation {}, gpa -> {:#x}", self.gen, U1)
+            }
+            MPc::InvalAll => {
+                let r = self.cache.invalidate_all(InvalCause::Memslot);
+                m.kick = r.kick_vcpu;
+                m.pc = MPc::Kick;
+                format!("memslot: invalidate_all -> {r:?}")
+            }
+            MPc::Kick => {
+                if m.kick {
+                    self.kick();
+                }
+                m.pc = MPc::Done;
+                format!("memslot: kick {}", m.kick)
+            }
+            MPc::Done => unreachable!(),
+        })
+    }
+
+    fn step_user(&mut self) -> Result<String, String> {
+        let hit = if self.faults.gen_blind_user {
+            // v4's kvm_gpc_invalid()-style check: no generation.
+            match (self.cache.is_valid(), self.cache.installed()) {
+                (true, Some(r)) => Some(r.pfn),
+                _ => None,
+            }
+        } else {
+            match self.cache.lookup(GPA, self.gen) {
+                Lookup::Hit { pfn, .. } => Some(pfn),
+                Lookup::Miss(_) => None,
+            }
+        };
+        match hit {
+            Some(pfn) if pfn != self.backing() => Err(format!(
+                "user read pfn {pfn}, gpa is backed by {}",
+                self.backing()
+            )),
+            Some(pfn) => Ok(format!("user: hit pfn {pfn}")),
+            None => Ok("user: miss".to_string()),
+        }
+    }
+
+    /// Invariants of every reachable state.
+    fn check_always(&self) -> Check {
+        let c = &self.cache;
+        if c.is_valid() && (!c.is_active() || c.installed().is_none()) {
+            return Err("valid cache is inactive or empty".into());
+        }
+        if c.is_valid() {
+            let (uhva, pfn) = (c.uhva().unwrap(), c.installed().unwrap().pfn);
+            if self.pt_get(uhva) != pfn {
+                return Err(format!(
+                    "valid cache holds pfn {pfn}, {uhva:#x} maps {}",
+                    self.pt_get(uhva)
+                ));
+            }
+        }
+        if let Lookup::Hit { pfn, .. } = c.check(GPA, self.gen) {
+            if pfn != self.backing() {
+                return Err(format!(
+                    "check() hits pfn {pfn}, gpa is backed by {}",
+                    self.backing()
+                ));
+            }
+        }
+        if let Some((uhva, pfn)) = self.hw {
+            if self.pt_get(uhva) != pfn {
+                return Err(format!(
+                    "hardware uses pfn {pfn}, {uhva:#x} maps {}",
+                    self.pt_get(uhva)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariants once every actor finished.
+    fn check_final(&self) -> Check {
+        let c = &self.cache;
+        if c.is_valid() && c.generation() != Some(self.gen) {
+            return Err(format!(
+                "valid cache of generation {:?} after generation {}",
+                c.generation(),
+                self.gen
+            ));
+        }
+        if let Some((_, pfn)) = self.hw {
+            if pfn != self.backing() {
+                return Err(format!(
+                    "L2 runs on pfn {pfn}, gpa is backed by {}",
+                    self.backing()
+                ));
+            }
+            if !c.is_active() {
+                return Err("L2 runs on a deactivated cache".into());
+            }
+        }
+        let installed: Vec<u64> = c.installed().iter().map(|r| r.mapping).collect();
+        if self.live != installed {
+            return Err(format!(
+                "mappings leaked: live {:?}, installed {:?}",
+                self.live, installed
+            ));
+        }
+        if self.inval.in_progress() != 0 {
+            return Err("invalidation still in progress".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    schedules: u64,
+    states: u64,
+    /// Schedules in which the vCPU ran out of attempts.
+    gave_up: u64,
+    /// Schedules that end with L2 running on the cached page.
+    in_guest: u64,
+    retries: u64,
+    stale: u64,
+}
+
+struct Violation {
+    msg: String,
+    trace: Vec<String>,
+}
+
+fn dfs(w: &World, out: &mut Outcome) -> Result<(), Violation> {
+    let mut any = false;
+    for id in 0..w.actors.len() {
+        if w.actors[id].done() {
+            continue;
+        }
+        any = true;
+        let mut next = w.clone();
+        out.states += 1;
+        let res = next.step(id).and_then(|()| next.check_always());
+        if let Err(msg) = res {
+            return Err(Violation {
+                msg,
+                trace: next.trace,
+            });
+        }
+        dfs(&next, out)?;
+    }
+    if !any {
+        out.schedules += 1;
+        if let Err(msg) = w.check_final() {
+            return Err(Violation {
+                msg,
+                trace: w.trace.clone(),
+            });
+        }
+        for a in &w.actors {
+            if let Actor::Vcpu(v) = a {
+                out.gave_up += u64::from(v.gave_up);
+            }
+        }
+        out.in_guest += u64::from(w.hw.is_some());
+        out.retries += w.cache.stats().retries;
+        out.stale += w.cache.stats().stale;
+    }
+    Ok(())
+}
+
+fn explore(w: World) -> Result<Outcome, (Violation, Outcome)> {
+    w.check_always().expect("initial state");
+    let mut out = Outcome::default();
+    match dfs(&w, &mut out) {
+        Ok(()) => Ok(out),
+        Err(v) => Err((v, out)),
+    }
+}
+
+// Scenarios.
+
+const INVAL_STEPS: &[IStep] = &[
+    IStep::BeginAndInvalidate,
+    IStep::Kick,
+    IStep::Move,
+    IStep::End,
+];
+const INVAL_STEPS_BROKEN_ORDER: &[IStep] = &[
+    IStep::Invalidate,
+    IStep::Kick,
+    IStep::Begin,
+    IStep::Move,
+    IStep::End,
+];
+const INVAL_STEPS_NO_KICK: &[IStep] = &[IStep::BeginAndInvalidate, IStep::Move, IStep::End];
+
+fn vcpu(teardown: bool) -> Actor {
+    Actor::Vcpu(Vcpu {
+        pc: VPc::Check,
+        attempts: 0,
+        ticket: None,
+        resolved: None,
+        entry_pfn: 0,
+        teardown,
+        gave_up: false,
+    })
+}
+
+fn invalidator(uhva: u64, f: Faults) -> Actor {
+    let steps = if f.invalidate_before_begin {
+        INVAL_STEPS_BROKEN_ORDER
+    } else if f.no_kick {
+        INVAL_STEPS_NO_KICK
+    } else {
+        INVAL_STEPS
+    };
+    Actor::Invalidator(Invalidator {
+        uhva,
+        steps,
+        idx: 0,
+        kick: false,
+    })
+}
+
+fn memslot() -> Actor {
+    Actor::Memslot(Memslot {
+        pc: MPc::Swap,
+        kick: false,
+    })
+}
+
+fn user() -> Actor {
+    Actor::User { done: false }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// vCPU refresh + one invalidation of the page + a user.
+    Notifier,
+    /// Same, the cache already valid and the vCPU may enter directly.
+    NotifierWarm,
+    /// vCPU refresh + two overlapping invalidations of the page.
+    NotifierTwice,
+    /// vCPU refresh + memslot update + a user.
+    Memslot,
+    /// vCPU refresh + memslot update + munmap of the old uhva (no user: the
+    /// per-state `check()` invariant covers it, and four actors take
+    /// minutes).
+    MemslotThenNotifier,
+    /// Refresh of a KVM-only page + remote teardown + invalidation + user.
+    RemoteTeardown,
+    /// vCPU refresh, exit and teardown on its own thread + invalidation.
+    VcpuTeardown,
+}
+
+const SCENARIOS: [Scenario; 7] = [
+    Scenario::Notifier,
+    Scenario::NotifierWarm,
+    Scenario::NotifierTwice,
+    Scenario::Memslot,
+    Scenario::MemslotThenNotifier,
+    Scenario::RemoteTeardown,
+    Scenario::VcpuTeardown,
+];
+
+fn build(s: Scenario, f: Faults) -> World {
+    let hw = PageKind::VirtualApic;
+    match s {
+        Scenario::Notifier => {
+            World::new(hw, f, false, vec![vcpu(false), invalidator(U0, f), user()])
+        }
+        Scenario::NotifierWarm => {
+            World::new(hw, f, true, vec![vcpu(false), invalidator(U0, f), user()])
+        }
+        Scenario::NotifierTwice => World::new(
+            hw,
+            f,
+            false,
+            vec![vcpu(false), invalidator(U0, f), invalidator(U0, f)],
+        ),
+        Scenario::Memslot => World::new(hw, f, false, vec![vcpu(false), memslot(), user()]),
+        Scenario::MemslotThenNotifier => World::new(
+            hw,
+            f,
+            false,
+            vec![vcpu(false), memslot(), invalidator(U0, f)],
+        ),
+        Scenario::RemoteTeardown => World::new(
+            PageKind::MsrBitmap,
+            f,
+            false,
+            vec![
+                vcpu(false),
+                Actor::RemoteTeardown { done: false },
+                invalidator(U0, f),
+                user(),
+            ],
+        ),
+        Scenario::VcpuTeardown => {
+            World::new(hw, f, false, vec![vcpu(true), invalidator(U0, f), user()])
+        }
+    }
+}
+
+#[test]
+fn all_scenarios_hold() {
+    let mut total = 0;
+    println!(
+        "{:<22} {:>10} {:>11} {:>9} {:>9} {:>9} {:>7}",
+        "scenario", "schedules", "states", "in-guest", "gave-up", "retries", "stale"
+    );
+    for s in SCENARIOS {
+        match explore(build(s, Faults::default())) {
+            Ok(o) => {
+                println!(
+                    "{:<22} {:>10} {:>11} {:>9} {:>9} {:>9} {:>7}",
+                    format!("{s:?}"),
+                    o.schedules,
+                    o.states,
+                    o.in_guest,
+                    o.gave_up,
+                    o.retries,
+                    o.stale
+                );
+                assert!(o.schedules > 0);
+                total += o.schedules;
+            }
+            Err((v, _)) => panic!(
+                "{s:?}: invariant violated: {}\n  {}",
+                v.msg,
+                v.trace.join("\n  ")
+            ),
+        }
+    }
+    println!("total schedules: {total}");
+}
+
+/// Runs `s` with `f` and requires a violation; returns its message.
+fn must_catch(name: &str, s: Scenario, f: Faults) -> String {
+    match explore(build(s, f)) {
+        Ok(o) => panic!(
+            "mutant {name} survived {s:?} ({} schedules): the checker is blind",
+            o.schedules
+        ),
+        Err((v, o)) => {
+            println!(
+                "mutant {name} caught in {s:?} after {} complete schedules: {}\n  {}",
+                o.schedules,
+                v.msg,
+                v.trace.join("\n  ")
+            );
+            v.msg
+        }
+    }
+}
+
+#[test]
+fn mutant_finish_ignores_seq_is_caught() {
+    let f = Faults {
+        state: Some(Mutant::IgnoreSeq),
+        ..Faults::default()
+    };
+    let msg = must_catch("finish_refresh ignores InvalSeq", Scenario::Notifier, f);
+    assert!(msg.contains("valid cache holds pfn") || msg.contains("hits pfn"));
+}
+
+#[test]
+fn mutant_finish_ignores_invalidate_all_is_caught() {
+    let f = Faults {
+        state: Some(Mutant::IgnoreRaced),
+        ..Faults::default()
+    };
+    let msg = must_catch(
+        "finish_refresh ignores invalidate_all",
+        Scenario::Memslot,
+        f,
+    );
+    assert!(msg.contains("generation") || msg.contains("L2 runs"));
+}
+
+#[test]
+fn mutant_invalidate_before_begin_is_caught() {
+    let f = Faults {
+        invalidate_before_begin: true,
+        ..Faults::default()
+    };
+    must_catch("notifier invalidates before begin", Scenario::Notifier, f);
+}
+
+#[test]
+fn mutant_no_kick_is_caught() {
+    let f = Faults {
+        no_kick: true,
+        ..Faults::default()
+    };
+    let msg = must_catch("notifier does not kick", Scenario::NotifierWarm, f);
+    assert!(msg.contains("hardware uses pfn"));
+}
+
+#[test]
+fn mutant_kick_only_if_was_valid_is_caught() {
+    let f = Faults {
+        kick_only_if_was_valid: true,
+        ..Faults::default()
+    };
+    let msg = must_catch(
+        "second invalidation does not kick",
+        Scenario::NotifierTwice,
+        f,
+    );
+    assert!(msg.contains("hardware uses pfn"));
+}
+
+#[test]
+fn mutant_no_memslot_hook_is_caught() {
+    let f = Faults {
+        no_memslot_hook: true,
+        ..Faults::default()
+    };
+    let msg = must_catch(
+        "memslot update without invalidate_all",
+        Scenario::Memslot,
+        f,
+    );
+    assert!(msg.contains("L2 runs on pfn") || msg.contains("after generation"));
+}
+
+#[test]
+fn mutant_generation_blind_user_is_caught() {
+    let f = Faults {
+        gen_blind_user: true,
+        ..Faults::default()
+    };
+    let msg = must_catch("check without generation", Scenario::Memslot, f);
+    assert!(msg.contains("user read pfn"));
+}
+
+#[test]
+fn every_mutant_breaks_some_scenario() {
+    // A coarser net: each mutant must break at least one scenario, and the
+    // unmutated protocol none (the latter is `all_scenarios_hold`).
+    let mutants = [
+        Faults {
+            state: Some(Mutant::IgnoreSeq),
+            ..Faults::default()
+        },
+        Faults {
+            state: Some(Mutant::IgnoreRaced),
+            ..Faults::default()
+        },
+        Faults {
+            invalidate_before_begin: true,
+            ..Faults::default()
+        },
+        Faults {
+            no_kick: true,
+            ..Faults::default()
+        },
+        Faults {
+            kick_only_if_was_valid: true,
+            ..Faults::default()
+        },
+        Faults {
+            no_memslot_hook: true,
+            ..Faults::default()
+        },
+        Faults {
+            gen_blind_user: true,
+            ..Faults::default()
+        },
+    ];
+    for f in mutants {
+        let caught: Vec<Scenario> = SCENARIOS
+            .iter()
+            .copied()
+            .filter(|&s| explore(build(s, f)).is_err())
+            .collect();
+        println!("{f:?}: caught by {caught:?}");
+        assert!(!caught.is_empty(), "{f:?} survived every scenario");
+    }
+}
