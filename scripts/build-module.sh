@@ -11,7 +11,7 @@ mkdir -p "$MOD/include"
 # rsync keeps mtimes, so an unchanged file is not rebuilt.
 rsync -a --delete --exclude include/ --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' \
 	--exclude '*_gen.rs' --exclude '*.mod*' --exclude '*.order' --exclude '*.symvers' \
-	--exclude '*.d' "$NVMX_ROOT/rust/" "$MOD/"
+	--exclude '*.d' --exclude target/ --exclude model/ "$NVMX_ROOT/rust/" "$MOD/"
 rsync -a --delete "$NVMX_ROOT/include/" "$MOD/include/"
 
 step "rustfmt --check" /usr/bin/rustfmt --check --edition 2021 \

@@ -82,9 +82,14 @@ rc=0
 "$HARNESS" run --serial "$RES/serial.out" --results "$RES" \
 	"${DEFAULT_LIMITS[@]}" "${LIMITS[@]}" -- "${CMD[@]}" || rc=$?
 if [ "$EMU" = bochs ] && [ -f "$RES/bochs.log" ]; then
-	ticks=$(grep -o 'ACPI control: soft power off' -m1 "$RES/bochs.log" >/dev/null &&
-		grep -m1 'soft power off' "$RES/bochs.log" | awk '{print $1}')
-	[ -n "$ticks" ] && log "bochs powered off cleanly at emulated tick ${ticks}"
+	# Bochs log lines start with the emulated tick count, e.g.
+	# "06859681986p[ACPI  ] >>PANIC<< ACPI control: soft power off".
+	ticks=$(grep -m1 'ACPI control: soft power off' "$RES/bochs.log" | grep -o '^[0-9]*' || true)
+	if [ -n "$ticks" ]; then
+		log "bochs powered off cleanly after $((10#$ticks)) emulated ticks"
+	else
+		log "bochs did not power off through ACPI (see $RES/bochs.log)"
+	fi
 fi
 log "results in $RES (rc=$rc)"
 exit "$rc"
