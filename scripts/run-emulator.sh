@@ -77,6 +77,15 @@ qemu)
 *) die "usage: run-emulator.sh bochs|qemu [options]" ;;
 esac
 
+# One Bochs at a time on this machine (2 cores; Bochs's VNC display port),
+# also across checkouts: wait for the other run instead of colliding.
+if [ "$EMU" = bochs ]; then
+	exec 9>/tmp/nvmx-gpc-bochs.lock
+	if ! flock -n 9; then
+		log "another Bochs run holds /tmp/nvmx-gpc-bochs.lock; waiting"
+		flock 9
+	fi
+fi
 log "booting $EMU: plan=$PLAN phases=$PHASES${INJECT:+ inject=$INJECT} -> $RES"
 rc=0
 "$HARNESS" run --serial "$RES/serial.out" --results "$RES" \
