@@ -31,6 +31,7 @@ apply_patches() {
 	local -a files=()
 	mapfile -t files < <({ tail -n +2 "$APPLIED_STAMP" 2>/dev/null; touched_files "${patches[@]}"; } | sort -u)
 	for f in "${files[@]}"; do
+		[ -n "$f" ] || continue
 		if [ -e "$KSRC_PRISTINE/$f" ]; then
 			cp "$KSRC_PRISTINE/$f" "$KSRC/$f"
 		else
@@ -50,7 +51,7 @@ apply_patches() {
 	# Give every restored or patched file a fresh mtime so make rebuilds
 	# objects that depend on a file the new series no longer changes.
 	for f in "${files[@]}"; do
-		[ -e "$KSRC/$f" ] && touch "$KSRC/$f"
+		[ -n "$f" ] && [ -e "$KSRC/$f" ] && touch "$KSRC/$f"
 	done
 	{ echo "$want"; printf '%s\n' "${files[@]}"; } >"$APPLIED_STAMP"
 }
