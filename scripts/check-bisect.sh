@@ -54,7 +54,7 @@ if [ ! -d "$KSRC" ]; then
 	step "copy pristine tree to $KSRC" copy_pristine
 fi
 # Files the previous run or this series touches.
-mapfile -t FILES < <({ cat "$STAMP" 2>/dev/null; touched_files "${PATCHES[@]}"; } | sort -u)
+mapfile -t FILES < <({ cat "$STAMP" 2>/dev/null || true; touched_files "${PATCHES[@]}"; } | sort -u)
 step "restore ${#FILES[@]} touched files" restore_tree "${FILES[@]}"
 touched_files "${PATCHES[@]}" >"$STAMP"
 step "configure $KOBJ" configure_kernel
