@@ -15,21 +15,6 @@
 
 APPLIED_STAMP=$KSRC/.nvmx-applied
 
-extract() {
-	local dst=$1 tmp
-	tmp=$(mktemp -d "$NVMX_CACHE/extract.XXXXXX")
-	tar -C "$tmp" -xJf "$LINUX_SOURCE_TARBALL"
-	mv "$tmp/linux-source-6.12" "$dst"
-	rmdir "$tmp"
-}
-
-# Files a patch series touches, one per line, relative to the tree.
-touched_files() {
-	[ $# -gt 0 ] || return 0
-	sed -n -e 's|^--- a/\([^[:space:]]*\).*|\1|p' -e 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$@" |
-		sort -u
-}
-
 apply_patches() {
 	local want have f
 	want=$(patches_key)
@@ -46,6 +31,7 @@ apply_patches() {
 	local -a files=()
 	mapfile -t files < <({ tail -n +2 "$APPLIED_STAMP" 2>/dev/null; touched_files "${patches[@]}"; } | sort -u)
 	for f in "${files[@]}"; do
+		[ -n "$f" ] || continue
 		if [ -e "$KSRC_PRISTINE/$f" ]; then
 			cp "$KSRC_PRISTINE/$f" "$KSRC/$f"
 		else
@@ -65,46 +51,20 @@ apply_patches() {
 	# Give every restored or patched file a fresh mtime so make rebuilds
 	# objects that depend on a file the new series no longer changes.
 	for f in "${files[@]}"; do
-		[ -e "$KSRC/$f" ] && touch "$KSRC/$f"
+		[ -n "$f" ] && [ -e "$KSRC/$f" ] && touch "$KSRC/$f"
 	done
 	{ echo "$want"; printf '%s\n' "${files[@]}"; } >"$APPLIED_STAMP"
 }
 
-configure() {
-	local frag=("$NVMX_ROOT/config/kernel.fragment")
-	[ "${NVMX_DEBUG:-0}" = 1 ] && frag+=("$NVMX_ROOT/config/debug.fragment")
-	if [ -f "$KOBJ/.config" ] && [ -f "$KOBJ/.nvmx-configured" ]; then
-		return 0
-	fi
-	mkdir -p "$KOBJ"
-	kmake -s tinyconfig >/dev/null
-	(cd "$KSRC" && scripts/kconfig/merge_config.sh -m -O "$KOBJ" "$KOBJ/.config" "${frag[@]}" >/dev/null)
-	kmake -s olddefconfig >/dev/null
-	# Every option the fragments ask for must have survived olddefconfig;
-	# CONFIG_RUST in particular disappears silently when a tool is missing.
-	local line bad=0
-	while IFS= read -r line; do
-		case $line in
-		CONFIG_*=*) grep -qxF "$line" "$KOBJ/.config" || { log "config: wanted $line"; bad=1; } ;;
-		"# CONFIG_"*" is not set")
-			local opt=${line#\# }
-			opt=${opt%% *}
-			grep -q "^$opt=[ym]" "$KOBJ/.config" && { log "config: wanted $line"; bad=1; } ;;
-		esac
-	done < <(cat "${frag[@]}")
-	[ $bad = 0 ] || die "kernel configuration does not match the fragments (see above)"
-	touch "$KOBJ/.nvmx-configured"
-}
-
 mkdir -p "$NVMX_CACHE"
 if [ ! -d "$KSRC_PRISTINE" ]; then
-	step "extract pristine $KVER source" extract "$KSRC_PRISTINE"
+	step "extract pristine $KVER source" extract_source "$KSRC_PRISTINE"
 fi
 if [ ! -d "$KSRC" ]; then
-	step "extract working $KVER source" extract "$KSRC"
+	step "extract working $KVER source" extract_source "$KSRC"
 fi
 step "apply patches/" apply_patches
-step "configure $KOBJ" configure
+step "configure $KOBJ" configure_kernel
 step "kernel build (about 10 min from scratch)" kmake -s -j"$(nproc)" KCFLAGS=-Werror
 step "kernel uapi headers" kmake -s headers
 ls -l "$KOBJ/arch/x86/boot/bzImage" >&2

@@ -87,3 +87,46 @@ export KSRC KOBJ OUT
 kmake() {
 	make -C "$KSRC" O="$KOBJ" "${RUST_VARS[@]}" "$@"
 }
+
+# extract_source DST: unpack Debian's linux-source tarball as DST.
+extract_source() {
+	local dst=$1 tmp
+	tmp=$(mktemp -d "$NVMX_CACHE/extract.XXXXXX")
+	tar -C "$tmp" -xJf "$LINUX_SOURCE_TARBALL"
+	mv "$tmp/linux-source-6.12" "$dst"
+	rmdir "$tmp"
+}
+
+# Files a patch series touches, one per line, relative to the tree.
+touched_files() {
+	[ $# -gt 0 ] || return 0
+	sed -n -e 's|^--- a/\([^[:space:]]*\).*|\1|p' -e 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$@" |
+		sort -u
+}
+
+# configure_kernel: tinyconfig plus the fragments into $KOBJ, once per $KOBJ.
+configure_kernel() {
+	local frag=("$NVMX_ROOT/config/kernel.fragment")
+	[ "${NVMX_DEBUG:-0}" = 1 ] && frag+=("$NVMX_ROOT/config/debug.fragment")
+	if [ -f "$KOBJ/.config" ] && [ -f "$KOBJ/.nvmx-configured" ]; then
+		return 0
+	fi
+	mkdir -p "$KOBJ"
+	kmake -s tinyconfig >/dev/null
+	(cd "$KSRC" && scripts/kconfig/merge_config.sh -m -O "$KOBJ" "$KOBJ/.config" "${frag[@]}" >/dev/null)
+	kmake -s olddefconfig >/dev/null
+	# Every option the fragments ask for must have survived olddefconfig;
+	# CONFIG_RUST in particular disappears silently when a tool is missing.
+	local line bad=0
+	while IFS= read -r line; do
+		case $line in
+		CONFIG_*=*) grep -qxF "$line" "$KOBJ/.config" || { log "config: wanted $line"; bad=1; } ;;
+		"# CONFIG_"*" is not set")
+			local opt=${line#\# }
+			opt=${opt%% *}
+			grep -q "^$opt=[ym]" "$KOBJ/.config" && { log "config: wanted $line"; bad=1; } ;;
+		esac
+	done < <(cat "${frag[@]}")
+	[ $bad = 0 ] || die "kernel configuration does not match the fragments (see above)"
+	touch "$KOBJ/.nvmx-configured"
+}
