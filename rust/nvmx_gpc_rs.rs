@@ -1,21 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! nvmx-gpc: persistent, invalidation-aware mappings of the L1 pages that
-//! nested VMX uses (MSR bitmap, eVMCS, APIC-access page, virtual-APIC page,
-//! posted-interrupt descriptor).
+//! nvmx-gpc: a provider for the L1 pages that nested VMX maps (MSR bitmap,
+//! eVMCS, APIC-access page, virtual-APIC page, posted-interrupt descriptor),
+//! plugged into KVM through the hook table of `<asm/kvm_nvmx_pages.h>`.
 //!
-//! This is the module skeleton: it checks that the C shim and the Rust side
-//! agree on the shim ABI and registers nothing with KVM yet.
+//! The module registers its table at load time; VMs created afterwards bind
+//! to it for their whole life and hold a reference on the module, so
+//! `rmmod` is refused while such a VM exists. The provider compiled in is
+//! [`provider::Active`].
 
 use kernel::prelude::*;
 
 mod ffi;
+mod provider;
 
 module! {
     type: NvmxGpc,
     name: "nvmx_gpc",
     author: "nvmx-gpc developers",
-    description: "Nested VMX page cache for L1-owned pages",
+    description: "Nested VMX page provider for L1-owned pages",
     license: "GPL",
 }
 
@@ -32,13 +35,17 @@ impl kernel::Module for NvmxGpc {
             );
             return Err(EINVAL);
         }
-        pr_info!("loaded (shim ABI {}, provider: none)\n", shim);
+        ffi::register().inspect_err(|e| {
+            pr_err!("cannot register with KVM: {:?}\n", e);
+        })?;
+        pr_info!("loaded (shim ABI {}, provider: passthrough)\n", shim);
         Ok(NvmxGpc)
     }
 }
 
 impl Drop for NvmxGpc {
     fn drop(&mut self) {
+        ffi::unregister();
         pr_info!("unloaded\n");
     }
 }
