@@ -10,8 +10,9 @@
 
 export NVMX_T0 := $(shell date +%s)
 S := scripts
-# Which runs of the plan: stock (no module), module, unloaded (after rmmod).
-PHASES ?= stock,module,unloaded
+# Which runs of the plan: stock (no module), passthrough (the hook layer with
+# the stock mapping), cache (the page cache), unloaded (after rmmod).
+PHASES ?= stock,passthrough,cache,unloaded
 
 all: image harness
 
@@ -52,7 +53,7 @@ check-model:
 
 # QEMU TCG (no VMX): boot, insmod, rmmod, no kernel warnings.
 smoke: image harness
-	@$(S)/run-emulator.sh qemu --plan smoke --phases module,unloaded
+	@$(S)/run-emulator.sh qemu --plan smoke --phases passthrough,cache,unloaded
 
 # The harness must turn a failing test and a hung test into a red run.
 harness-selfcheck: image harness

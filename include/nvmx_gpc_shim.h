@@ -25,11 +25,45 @@ typedef _Bool bool;
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define NVMX_SHIM_ABI_VERSION 2
+#define NVMX_SHIM_ABI_VERSION 3
 
 struct kvm;
 struct kvm_vcpu;
 struct kvm_host_map;
+/* Per-VM object of the C shim: the VM's mmu_notifier and statistics file. */
+struct nvmx_vm;
+/* A kmalloc'ed rwlock_t, one lockdep class per page kind. */
+struct nvmx_rwlock;
+
+/* Which provider the module was loaded with (module parameter). */
+enum nvmx_provider {
+	NVMX_PROVIDER_CACHE,
+	NVMX_PROVIDER_PASSTHROUGH,
+};
+
+/* A page resolved and mapped into the kernel for a cache. */
+struct nvmx_pfn {
+	u64 pfn;
+	/* Kernel address of the page: the direct map, or a memremap(). */
+	u64 kaddr;
+	/* No struct page: kaddr came from memremap(). */
+	bool unmanaged;
+};
+
+/* Statistics the module reports per VM in debugfs, in this order. */
+enum nvmx_stat {
+	NVMX_STAT_HITS,
+	NVMX_STAT_MISSES,
+	NVMX_STAT_REFRESHES,
+	NVMX_STAT_RETRIES,
+	NVMX_STAT_INVAL_NOTIFIER,
+	NVMX_STAT_INVAL_MEMSLOT,
+	NVMX_STAT_INVAL_TEARDOWN,
+	NVMX_STAT_MEMREMAP,
+	NVMX_STAT_MEMUNMAP,
+	NVMX_STAT_RELOADS,
+	NVMX_NR_STATS,
+};
 
 /*
  * The five L1 pages, numbered as enum kvm_nvmx_page (shim.c checks that the
@@ -59,11 +93,58 @@ void nvmx_shim_stock_unmap(struct kvm_vcpu *vcpu, struct kvm_host_map *map, bool
 
 /* The kernel address a filled kvm_host_map holds (NULL when unmapped). */
 void *nvmx_shim_map_hva(const struct kvm_host_map *map);
+/* Fill or clear KVM's record of a mapping made by the cache. */
+void nvmx_shim_map_fill(struct kvm_host_map *map, u64 kaddr, u64 pfn, u64 gfn);
+void nvmx_shim_map_clear(struct kvm_host_map *map);
+
+/* Module parameters. */
+u32 nvmx_shim_provider(void);
+/* Test only: the notifier ignores invalidations (proves the tests can fail). */
+bool nvmx_shim_break_invalidation(void);
+
+/* The VM's memslot generation; kvm->srcu must be held. */
+u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu);
+/* gfn -> userspace address in the VM's (non-SMM) memslots; -EFAULT if none. */
+int nvmx_shim_gfn_to_hva(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva);
+/*
+ * Resolve gfn like kvm_vcpu_map() does, taking a reference on the pfn if it
+ * is refcounted, and map it into the kernel.  May sleep.
+ */
+int nvmx_shim_resolve(struct kvm_vcpu *vcpu, u64 gfn, struct nvmx_pfn *out);
+/* Drop the pfn reference taken by nvmx_shim_resolve(). */
+void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty);
+/* Undo the kernel mapping of nvmx_shim_resolve() (memunmap() if unmanaged). */
+void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p);
+/* kvm_vcpu_mark_page_dirty(). */
+void nvmx_shim_mark_dirty(struct kvm_vcpu *vcpu, u64 gfn);
+/* vcpu->vcpu_idx, the index kvm_nvmx_request_pages_reload() uses. */
+u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu);
+/*
+ * Make the vCPUs set in @bitmap (NVMX_RELOAD_BITMAP_WORDS words; NULL: all)
+ * reload their hardware-visible pages and wait until none runs L2 with the
+ * old addresses.  Needs IRQs enabled; does not sleep.
+ */
+#define NVMX_RELOAD_BITMAP_WORDS 8
+void nvmx_shim_request_reload(struct nvmx_vm *vm, const u64 *bitmap);
+void nvmx_shim_cond_resched(void);
+
+/*
+ * rwlock_t for Rust.  @class selects the lockdep class: a page kind for a
+ * cache's lock, NVMX_LOCK_VM for the per-VM lock (taken before cache locks).
+ */
+#define NVMX_LOCK_VM NVMX_NR_PAGES
+struct nvmx_rwlock *nvmx_shim_rwlock_new(u32 class);
+void nvmx_shim_rwlock_free(struct nvmx_rwlock *lock);
+void nvmx_shim_read_lock(struct nvmx_rwlock *lock);
+void nvmx_shim_read_unlock(struct nvmx_rwlock *lock);
+void nvmx_shim_write_lock(struct nvmx_rwlock *lock);
+void nvmx_shim_write_unlock(struct nvmx_rwlock *lock);
 
 /* --- Implemented in Rust, called by the provider table in the C shim. --- */
 
-int nvmx_rs_vm_init(struct kvm *kvm, void **vm_priv);
-void nvmx_rs_vm_destroy(struct kvm *kvm, void *vm_priv);
+/* @vm is the shim's object for the VM; *@rs receives the Rust state. */
+int nvmx_rs_vm_init(struct nvmx_vm *vm, void **rs);
+void nvmx_rs_vm_destroy(void *rs);
 int nvmx_rs_vcpu_init(struct kvm_vcpu *vcpu, void *vm_priv, void **vcpu_priv);
 void nvmx_rs_vcpu_free(struct kvm_vcpu *vcpu, void *vcpu_priv);
 int nvmx_rs_map(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 gfn,
@@ -74,6 +155,12 @@ void *nvmx_rs_get(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
 		  struct kvm_host_map *map);
 void nvmx_rs_put(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
 		 struct kvm_host_map *map, bool dirty);
-void nvmx_rs_memslots_updated(struct kvm *kvm, void *vm_priv, u64 gen);
+void nvmx_rs_memslots_updated(void *rs, u64 gen);
+/* The VM's mmu_notifier. start returns 0 or -EAGAIN (only if !blockable). */
+int nvmx_rs_mn_start(void *rs, u64 start, u64 end, bool blockable);
+void nvmx_rs_mn_end(void *rs, u64 start, u64 end);
+void nvmx_rs_mn_release(void *rs);
+/* Fill @out[NVMX_NR_STATS] with the VM's statistics. */
+void nvmx_rs_vm_stats(void *rs, u64 *out);
 
 #endif /* NVMX_GPC_SHIM_H */

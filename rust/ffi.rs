@@ -2,20 +2,25 @@
 
 //! The module's only contact with C: bindgen output for
 //! `include/nvmx_gpc_shim.h`, safe handles for the KVM objects that cross
-//! it, and the `extern "C"` entry points the C shim's provider table calls.
+//! it, a reader-writer lock backed by a C `rwlock_t`, and the `extern "C"`
+//! entry points the C shim calls.
 //!
 //! Every `unsafe` operation of the module lives in this file. The rest of
-//! the module sees [`Vcpu`], [`HostMap`] and [`Page`], never a raw pointer.
+//! the module sees [`Vcpu`], [`HostMap`], [`VmHandle`], [`RwLock`] and
+//! [`Pfn`], never a raw pointer.
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-use kernel::alloc::{flags::GFP_KERNEL, KBox};
-use kernel::error::{to_result, Error};
+use kernel::error::to_result;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
-use crate::provider::{Active, Provider};
+use crate::provider::{VcpuState, VmState};
+use crate::state::PageKind;
 
 #[allow(
     non_camel_case_types,
@@ -37,6 +42,12 @@ mod raw {
 /// ABI version of the header this module was compiled against.
 pub(crate) const ABI_VERSION: u32 = raw::NVMX_SHIM_ABI_VERSION;
 
+/// Number of statistics reported per VM.
+pub(crate) const NR_STATS: usize = raw::nvmx_stat_NVMX_NR_STATS as usize;
+
+/// Words of the vCPU bitmap given to [`request_reload`].
+pub(crate) const RELOAD_WORDS: usize = raw::NVMX_RELOAD_BITMAP_WORDS as usize;
+
 /// ABI version the C shim was compiled with.
 pub(crate) fn shim_abi_version() -> u32 {
     // SAFETY: `nvmx_shim_abi_version` takes no arguments and returns a
@@ -46,10 +57,10 @@ pub(crate) fn shim_abi_version() -> u32 {
 
 /// Registers the provider table with KVM. VMs created from now on use it.
 pub(crate) fn register() -> Result {
-    // SAFETY: Called from module init, in process context; the table it
-    // registers points at functions of this module, which stays loaded while
-    // the table is registered (it is unregistered in the module's `Drop`) or
-    // a VM uses it (KVM holds a module reference per bound VM).
+    // SAFETY: Called from module init, in process context; the table points
+    // at functions of this module, which stays loaded while the table is
+    // registered (it is unregistered in the module's `Drop`) or a VM uses it
+    // (KVM holds a module reference per bound VM).
     to_result(unsafe { raw::nvmx_shim_register() })
 }
 
@@ -60,26 +71,54 @@ pub(crate) fn unregister() {
     unsafe { raw::nvmx_shim_unregister() }
 }
 
-/// One of the five L1 pages nested VMX maps.
+/// Which provider the module was loaded with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Page {
-    MsrBitmap,
-    Evmcs,
-    ApicAccess,
-    VirtualApic,
-    PiDesc,
+pub(crate) enum ProviderKind {
+    Cache,
+    PassThrough,
 }
 
-impl Page {
-    fn from_raw(v: u32) -> Option<Self> {
-        Some(match v {
-            raw::nvmx_page_NVMX_PAGE_MSR_BITMAP => Page::MsrBitmap,
-            raw::nvmx_page_NVMX_PAGE_EVMCS => Page::Evmcs,
-            raw::nvmx_page_NVMX_PAGE_APIC_ACCESS => Page::ApicAccess,
-            raw::nvmx_page_NVMX_PAGE_VIRTUAL_APIC => Page::VirtualApic,
-            raw::nvmx_page_NVMX_PAGE_PI_DESC => Page::PiDesc,
-            _ => return None,
-        })
+/// The `provider=` module parameter.
+pub(crate) fn provider() -> ProviderKind {
+    // SAFETY: Reads a module parameter; no preconditions.
+    match unsafe { raw::nvmx_shim_provider() } {
+        raw::nvmx_provider_NVMX_PROVIDER_PASSTHROUGH => ProviderKind::PassThrough,
+        _ => ProviderKind::Cache,
+    }
+}
+
+/// The test-only `break_invalidation` module parameter.
+pub(crate) fn break_invalidation() -> bool {
+    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
+    unsafe { raw::nvmx_shim_break_invalidation() }
+}
+
+/// Lets the scheduler run something else in a retry loop.
+pub(crate) fn cond_resched() {
+    // SAFETY: Only called from `map()`, which runs in process context and
+    // may sleep (provider contract), with no lock of this module held.
+    unsafe { raw::nvmx_shim_cond_resched() }
+}
+
+fn page_kind(v: u32) -> Option<PageKind> {
+    Some(match v {
+        raw::nvmx_page_NVMX_PAGE_MSR_BITMAP => PageKind::MsrBitmap,
+        raw::nvmx_page_NVMX_PAGE_EVMCS => PageKind::Evmcs,
+        raw::nvmx_page_NVMX_PAGE_APIC_ACCESS => PageKind::ApicAccess,
+        raw::nvmx_page_NVMX_PAGE_VIRTUAL_APIC => PageKind::VirtualApic,
+        raw::nvmx_page_NVMX_PAGE_PI_DESC => PageKind::PiDesc,
+        _ => return None,
+    })
+}
+
+/// Index of a page kind in per-kind arrays (and its lock class).
+pub(crate) fn kind_index(kind: PageKind) -> usize {
+    match kind {
+        PageKind::MsrBitmap => 0,
+        PageKind::Evmcs => 1,
+        PageKind::ApicAccess => 2,
+        PageKind::VirtualApic => 3,
+        PageKind::PiDesc => 4,
     }
 }
 
@@ -105,33 +144,293 @@ pub(crate) struct HostMap<'a> {
     _p: PhantomData<&'a mut raw::kvm_host_map>,
 }
 
-/// The stock mapping of `gfn`, i.e. `kvm_vcpu_map()`. May sleep.
-pub(crate) fn stock_map(vcpu: &Vcpu<'_>, gfn: u64, map: &mut HostMap<'_>) -> Result {
-    // SAFETY: By the type invariants both pointers are live and `map` is
-    // exclusively ours; the provider contract calls `map()` in process
-    // context with the vCPU loaded, as kvm_vcpu_map() requires.
-    to_result(unsafe { raw::nvmx_shim_stock_map(vcpu.ptr.as_ptr(), gfn, map.ptr.as_ptr()) })
+impl Vcpu<'_> {
+    /// `vcpu->vcpu_idx`.
+    pub(crate) fn idx(&self) -> u32 {
+        // SAFETY: By the type invariant the vCPU is live.
+        unsafe { raw::nvmx_shim_vcpu_idx(self.ptr.as_ptr()) }
+    }
+
+    /// The VM's memslot generation. KVM calls `map()` with `kvm->srcu` held,
+    /// which the read requires; only `map()` calls this.
+    pub(crate) fn memslots_gen(&self) -> u64 {
+        // SAFETY: The vCPU is live (type invariant) and `kvm->srcu` is held
+        // during `map()` (provider contract).
+        unsafe { raw::nvmx_shim_memslots_gen(self.ptr.as_ptr()) }
+    }
+
+    /// The userspace address of `gfn` in the VM's memslots.
+    pub(crate) fn gfn_to_hva(&self, gfn: u64) -> Result<u64> {
+        let mut uhva = 0u64;
+        // SAFETY: The vCPU is live, `kvm->srcu` is held during `map()`, and
+        // `uhva` is a valid out-pointer.
+        to_result(unsafe { raw::nvmx_shim_gfn_to_hva(self.ptr.as_ptr(), gfn, &mut uhva) })?;
+        Ok(uhva)
+    }
+
+    /// Resolves `gfn` to a pfn (taking a reference if refcounted) and maps
+    /// it into the kernel, like `kvm_vcpu_map()`. May sleep.
+    pub(crate) fn resolve(&self, gfn: u64) -> Result<Pfn> {
+        let mut out = raw::nvmx_pfn::default();
+        // SAFETY: The vCPU is live, `map()` runs in process context with
+        // `kvm->srcu` held and may sleep, and `out` is a valid out-pointer.
+        to_result(unsafe { raw::nvmx_shim_resolve(self.ptr.as_ptr(), gfn, &mut out) })?;
+        // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`.
+        Ok(Pfn { raw: out })
+    }
+
+    /// Marks `gfn` dirty in the VM's dirty log, like `kvm_vcpu_unmap()`.
+    pub(crate) fn mark_dirty(&self, gfn: u64) {
+        // SAFETY: The vCPU is live; KVM calls `unmap()` in the same context
+        // as the stock `kvm_vcpu_unmap()`, which does the same call.
+        unsafe { raw::nvmx_shim_mark_dirty(self.ptr.as_ptr(), gfn) }
+    }
+
+    /// The stock mapping of `gfn`, i.e. `kvm_vcpu_map()`. May sleep.
+    pub(crate) fn stock_map(&self, gfn: u64, map: &mut HostMap<'_>) -> Result {
+        // SAFETY: Both pointers are live and `map` is exclusively ours; the
+        // provider contract calls `map()` in process context with the vCPU
+        // loaded, as kvm_vcpu_map() requires.
+        to_result(unsafe { raw::nvmx_shim_stock_map(self.ptr.as_ptr(), gfn, map.ptr.as_ptr()) })
+    }
+
+    /// Undoes [`Vcpu::stock_map`], i.e. `kvm_vcpu_unmap()`.
+    pub(crate) fn stock_unmap(&self, map: &mut HostMap<'_>, dirty: bool) {
+        // SAFETY: As for `stock_map`; `unmap()` is only called for a mapping
+        // that `map()` filled.
+        unsafe { raw::nvmx_shim_stock_unmap(self.ptr.as_ptr(), map.ptr.as_ptr(), dirty) }
+    }
 }
 
-/// Undoes [`stock_map`], i.e. `kvm_vcpu_unmap()`.
-pub(crate) fn stock_unmap(vcpu: &Vcpu<'_>, map: &mut HostMap<'_>, dirty: bool) {
-    // SAFETY: As for `stock_map`; the provider contract calls `unmap()` only
-    // for a mapping that `map()` filled.
-    unsafe { raw::nvmx_shim_stock_unmap(vcpu.ptr.as_ptr(), map.ptr.as_ptr(), dirty) }
+impl HostMap<'_> {
+    /// The kernel address the record holds, or null.
+    pub(crate) fn hva(&self) -> *mut c_void {
+        // SAFETY: By the type invariant `ptr` is live.
+        unsafe { raw::nvmx_shim_map_hva(self.ptr.as_ptr()) }
+    }
+
+    /// Records a mapping made by the cache.
+    pub(crate) fn fill(&mut self, kaddr: u64, pfn: u64, gfn: u64) {
+        // SAFETY: By the type invariant `ptr` is live and ours.
+        unsafe { raw::nvmx_shim_map_fill(self.ptr.as_ptr(), kaddr, pfn, gfn) }
+    }
+
+    /// Clears the record (the cache keeps the mapping).
+    pub(crate) fn clear(&mut self) {
+        // SAFETY: By the type invariant `ptr` is live and ours.
+        unsafe { raw::nvmx_shim_map_clear(self.ptr.as_ptr()) }
+    }
 }
 
-/// The kernel address `map` holds, or null.
-pub(crate) fn map_hva(map: &HostMap<'_>) -> *mut c_void {
-    // SAFETY: By the type invariant `map.ptr` is live.
-    unsafe { raw::nvmx_shim_map_hva(map.ptr.as_ptr()) }
+/// A page resolved and mapped into the kernel by [`Vcpu::resolve`]. It
+/// carries a pfn reference (if the page is refcounted) until
+/// [`Pfn::put_ref`] and a kernel mapping until [`Pfn::unmap`]; the cache
+/// decides when each goes.
+///
+/// # Invariants
+///
+/// `raw` was filled by a successful `nvmx_shim_resolve()`.
+#[derive(Clone, Copy)]
+pub(crate) struct Pfn {
+    raw: raw::nvmx_pfn,
+}
+
+impl Pfn {
+    /// Rebuilds the value the cache stored in its state.
+    pub(crate) fn from_parts(pfn: u64, kaddr: u64, unmanaged: bool) -> Self {
+        // INVARIANT: The cache only stores values it got from `resolve`.
+        Pfn {
+            raw: raw::nvmx_pfn {
+                pfn,
+                kaddr,
+                unmanaged,
+            },
+        }
+    }
+
+    pub(crate) fn pfn(&self) -> u64 {
+        self.raw.pfn
+    }
+
+    pub(crate) fn kaddr(&self) -> u64 {
+        self.raw.kaddr
+    }
+
+    pub(crate) fn unmanaged(&self) -> bool {
+        self.raw.unmanaged
+    }
+
+    /// Drops the pfn reference `resolve` took. Call once per `resolve`.
+    pub(crate) fn put_ref(&self, dirty: bool) {
+        // SAFETY: By the type invariant this came from a successful resolve;
+        // the cache calls this once per resolve (for hardware-visible pages
+        // right after install, otherwise when the mapping is replaced).
+        unsafe { raw::nvmx_shim_put_pfn(&self.raw, dirty) }
+    }
+
+    /// Undoes the kernel mapping (`memunmap()` for unmanaged memory). May
+    /// sleep; never called with a lock of this module held.
+    pub(crate) fn unmap(&self) {
+        // SAFETY: By the type invariant this came from a successful resolve,
+        // and the cache unmaps each mapping once, after no reader can reach
+        // it any more (it is no longer installed, or the cache is gone).
+        unsafe { raw::nvmx_shim_unmap_kaddr(&self.raw) }
+    }
+}
+
+/// The shim's per-VM object (mmu_notifier, statistics file).
+///
+/// # Invariants
+///
+/// `ptr` points to the live `struct nvmx_vm` of the VM whose Rust state
+/// holds this handle; the shim frees it only after that state is gone.
+pub(crate) struct VmHandle {
+    ptr: NonNull<raw::nvmx_vm>,
+}
+
+// SAFETY: The handle is only used to pass the pointer back to the shim,
+// whose functions may be called from any thread.
+unsafe impl Send for VmHandle {}
+// SAFETY: As above; the handle has no interior state.
+unsafe impl Sync for VmHandle {}
+
+/// Makes the vCPUs in `bitmap` (all if `None`) reload their
+/// hardware-visible pages, and waits until none runs L2 with the old ones.
+/// Needs IRQs enabled; call it with no lock of this module held.
+pub(crate) fn request_reload(vm: &VmHandle, bitmap: Option<&[u64; RELOAD_WORDS]>) {
+    let p = bitmap.map_or(core::ptr::null(), |b| b.as_ptr());
+    // SAFETY: The handle is live (type invariant); `p` is null or points to
+    // `RELOAD_WORDS` words that live across the call.
+    unsafe { raw::nvmx_shim_request_reload(vm.ptr.as_ptr(), p) }
+}
+
+/// A reader-writer lock backed by a C `rwlock_t` (the 6.12 `kernel` crate
+/// has none). Non-sleeping on both sides.
+///
+/// # Invariants
+///
+/// `lock` points to a live `nvmx_rwlock` owned by this object; `data` is
+/// only reached through a [`ReadGuard`] (lock held shared) or a
+/// [`WriteGuard`] (lock held exclusive).
+pub(crate) struct RwLock<T> {
+    lock: NonNull<raw::nvmx_rwlock>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: The lock owns `T`; moving it to another thread moves `T`.
+unsafe impl<T: Send> Send for RwLock<T> {}
+// SAFETY: Shared access hands out `&T` to several threads (needs `Sync`)
+// and exclusive access `&mut T` to one at a time (needs `Send`).
+unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
+
+impl<T> RwLock<T> {
+    /// A lock of lockdep class `class` (see `nvmx_shim_rwlock_new()`).
+    pub(crate) fn new(class: u32, data: T) -> Result<Self> {
+        // SAFETY: Allocates and initialises a lock; no preconditions.
+        let lock = NonNull::new(unsafe { raw::nvmx_shim_rwlock_new(class) }).ok_or(ENOMEM)?;
+        // INVARIANT: `lock` is freshly allocated and owned by the new value.
+        Ok(RwLock {
+            lock,
+            data: UnsafeCell::new(data),
+        })
+    }
+
+    /// Takes the lock shared. Does not sleep.
+    pub(crate) fn read(&self) -> ReadGuard<'_, T> {
+        // SAFETY: The lock is live (type invariant).
+        unsafe { raw::nvmx_shim_read_lock(self.lock.as_ptr()) };
+        ReadGuard { lock: self }
+    }
+
+    /// Takes the lock exclusive. Does not sleep.
+    pub(crate) fn write(&self) -> WriteGuard<'_, T> {
+        // SAFETY: The lock is live (type invariant).
+        unsafe { raw::nvmx_shim_write_lock(self.lock.as_ptr()) };
+        WriteGuard { lock: self }
+    }
+
+    /// Releases a shared hold that a [`ReadGuard::leak`] kept.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own a shared hold of this lock taken by `read()` whose
+    /// guard was leaked, and must not use that guard's reference afterwards.
+    unsafe fn unlock_leaked_read(&self) {
+        // SAFETY: The caller owns a shared hold of the live lock.
+        unsafe { raw::nvmx_shim_read_unlock(self.lock.as_ptr()) }
+    }
+}
+
+impl<T> Drop for RwLock<T> {
+    fn drop(&mut self) {
+        // SAFETY: We own the lock and nobody holds it (`&mut self`).
+        unsafe { raw::nvmx_shim_rwlock_free(self.lock.as_ptr()) }
+    }
+}
+
+/// Shared hold of an [`RwLock`]; released when dropped.
+#[must_use = "the lock is released immediately when the guard is unused"]
+pub(crate) struct ReadGuard<'a, T> {
+    lock: &'a RwLock<T>,
+}
+
+impl<'a, T> ReadGuard<'a, T> {
+    /// Keeps the lock held past the guard, for a KVM `get()` that a later
+    /// `put()` ends; see `nvmx_rs_put`.
+    fn leak(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl<T> Deref for ReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: The lock is held shared (type invariant of `RwLock`).
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for ReadGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: This guard owns a shared hold.
+        unsafe { raw::nvmx_shim_read_unlock(self.lock.lock.as_ptr()) }
+    }
+}
+
+/// Exclusive hold of an [`RwLock`]; released when dropped.
+#[must_use = "the lock is released immediately when the guard is unused"]
+pub(crate) struct WriteGuard<'a, T> {
+    lock: &'a RwLock<T>,
+}
+
+impl<T> Deref for WriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: The lock is held exclusive (type invariant of `RwLock`).
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for WriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: The lock is held exclusive (type invariant of `RwLock`).
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for WriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: This guard owns the exclusive hold.
+        unsafe { raw::nvmx_shim_write_unlock(self.lock.lock.as_ptr()) }
+    }
 }
 
 /// Builds the borrowed handles of one callback.
 ///
 /// # Safety
 ///
-/// `vcpu` and `map` must be the live, non-null pointers KVM passed to the
-/// callback, valid (and `map` unaliased) until the callback returns.
+/// `vcpu` and `map` must be the pointers KVM passed to the callback, live
+/// (and `map` unaliased) until the callback returns.
 unsafe fn handles<'a>(
     vcpu: *mut raw::kvm_vcpu,
     map: *mut raw::kvm_host_map,
@@ -149,79 +448,79 @@ unsafe fn handles<'a>(
     ))
 }
 
-/// Turns a provider's per-VM or per-vCPU state into the opaque pointer KVM
-/// keeps for us, and back.
-fn into_priv<T>(state: T, out: *mut *mut c_void) -> i32 {
-    match KBox::new(state, GFP_KERNEL) {
-        Ok(b) => {
-            // SAFETY: KVM passes a valid out-pointer to vm_init/vcpu_init.
-            unsafe { *out = KBox::into_raw(b).cast() };
-            0
-        }
-        Err(_) => ENOMEM.to_errno(),
-    }
-}
-
-/// Borrows the state behind a private pointer made by [`into_priv`].
+/// Borrows the state behind a private pointer made by `Arc::into_raw` or
+/// `KBox::into_raw`.
 ///
 /// # Safety
 ///
-/// `p` must come from `into_priv::<T>` and not have been freed yet.
-unsafe fn priv_ref<'a, T>(p: *mut c_void) -> &'a T {
-    // SAFETY: The caller guarantees `p` is a live `KBox<T>` allocation; KVM
-    // frees it only through vm_destroy/vcpu_free, after the last callback.
+/// `p` must point to a live `T` that outlives `'a`.
+unsafe fn priv_ref<'a, T>(p: *const c_void) -> &'a T {
+    // SAFETY: Guaranteed by the caller.
     unsafe { &*p.cast::<T>() }
 }
 
-/// Frees the state behind a private pointer made by [`into_priv`].
-///
-/// # Safety
-///
-/// As for [`priv_ref`], and no reference to it may outlive this call.
-unsafe fn free_priv<T>(p: *mut c_void) {
-    if !p.is_null() {
-        // SAFETY: The caller guarantees `p` came from `KBox::into_raw` of a
-        // `KBox<T>` and is not used again.
-        drop(unsafe { KBox::<T>::from_raw(p.cast()) });
-    }
-}
-
-type VmState = <Active as Provider>::Vm;
-type VcpuState = <Active as Provider>::Vcpu;
-
 #[no_mangle]
-extern "C" fn nvmx_rs_vm_init(_kvm: *mut raw::kvm, vm_priv: *mut *mut c_void) -> i32 {
-    match Active::vm_init() {
-        Ok(state) => into_priv(state, vm_priv),
+extern "C" fn nvmx_rs_vm_init(vm: *mut raw::nvmx_vm, rs: *mut *mut c_void) -> i32 {
+    let Some(ptr) = NonNull::new(vm) else {
+        return EINVAL.to_errno();
+    };
+    // INVARIANT: The shim frees its `nvmx_vm` only after `nvmx_rs_vm_destroy`
+    // dropped the state that holds this handle.
+    let handle = VmHandle { ptr };
+    match VmState::new(handle).and_then(|s| Ok(Arc::new(s, GFP_KERNEL)?)) {
+        Ok(state) => {
+            // SAFETY: The shim passes a valid out-pointer.
+            unsafe { *rs = Arc::into_raw(state).cast_mut().cast() };
+            0
+        }
         Err(e) => e.to_errno(),
     }
 }
 
 #[no_mangle]
-extern "C" fn nvmx_rs_vm_destroy(_kvm: *mut raw::kvm, vm_priv: *mut c_void) {
-    // SAFETY: KVM calls vm_destroy once, after every vCPU is freed, with
-    // the pointer vm_init stored.
-    unsafe { free_priv::<VmState>(vm_priv) }
+extern "C" fn nvmx_rs_vm_destroy(rs: *mut c_void) {
+    if !rs.is_null() {
+        // SAFETY: `rs` came from `Arc::into_raw` in `nvmx_rs_vm_init`, and
+        // the shim calls this once, after the notifier is unregistered.
+        drop(unsafe { Arc::<VmState>::from_raw(rs.cast()) });
+    }
 }
 
 #[no_mangle]
 extern "C" fn nvmx_rs_vcpu_init(
-    _vcpu: *mut raw::kvm_vcpu,
-    vm_priv: *mut c_void,
+    vcpu: *mut raw::kvm_vcpu,
+    rs: *mut c_void,
     vcpu_priv: *mut *mut c_void,
 ) -> i32 {
-    // SAFETY: The VM's state lives until vm_destroy, after all vCPUs.
-    let vm = unsafe { priv_ref::<VmState>(vm_priv) };
-    match Active::vcpu_init(vm) {
-        Ok(state) => into_priv(state, vcpu_priv),
+    let Some(ptr) = NonNull::new(vcpu) else {
+        return EINVAL.to_errno();
+    };
+    // INVARIANT: KVM passes the live vCPU being created.
+    let vcpu = Vcpu {
+        ptr,
+        _p: PhantomData,
+    };
+    // SAFETY: `rs` is the VM's state from `nvmx_rs_vm_init`, alive until
+    // vm_destroy, which KVM calls after every vCPU is freed.
+    let vm = unsafe { vm_state(rs) };
+    match VcpuState::new(vm, &vcpu).and_then(|s| Ok(KBox::new(s, GFP_KERNEL)?)) {
+        Ok(b) => {
+            // SAFETY: KVM passes a valid out-pointer.
+            unsafe { *vcpu_priv = KBox::into_raw(b).cast() };
+            0
+        }
         Err(e) => e.to_errno(),
     }
 }
 
 #[no_mangle]
 extern "C" fn nvmx_rs_vcpu_free(_vcpu: *mut raw::kvm_vcpu, vcpu_priv: *mut c_void) {
-    // SAFETY: KVM calls vcpu_free once per vCPU, after its last map/unmap.
-    unsafe { free_priv::<VcpuState>(vcpu_priv) }
+    if !vcpu_priv.is_null() {
+        // SAFETY: `vcpu_priv` came from `KBox::into_raw` in
+        // `nvmx_rs_vcpu_init`; KVM calls this once, after the vCPU's last
+        // map/unmap/get/put.
+        drop(unsafe { KBox::<VcpuState>::from_raw(vcpu_priv.cast()) });
+    }
 }
 
 #[no_mangle]
@@ -233,15 +532,15 @@ extern "C" fn nvmx_rs_map(
     map: *mut raw::kvm_host_map,
 ) -> i32 {
     // SAFETY: KVM passes live pointers that stay valid for this call.
-    let (Some((vcpu, mut map)), Some(page)) = (unsafe { handles(vcpu, map) }, Page::from_raw(page))
+    let (Some((vcpu, mut map)), Some(kind)) = (unsafe { handles(vcpu, map) }, page_kind(page))
     else {
         return EINVAL.to_errno();
     };
-    // SAFETY: vcpu_priv was stored by vcpu_init and lives until vcpu_free.
+    // SAFETY: `vcpu_priv` was stored by vcpu_init and lives until vcpu_free.
     let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    match Active::map(state, &vcpu, page, gfn, &mut map) {
+    match state.map(&vcpu, kind, gfn, &mut map) {
         Ok(()) => 0,
-        Err(e) => Error::to_errno(e),
+        Err(e) => e.to_errno(),
     }
 }
 
@@ -254,13 +553,13 @@ extern "C" fn nvmx_rs_unmap(
     dirty: bool,
 ) {
     // SAFETY: As in `nvmx_rs_map`.
-    let (Some((vcpu, mut map)), Some(page)) = (unsafe { handles(vcpu, map) }, Page::from_raw(page))
+    let (Some((vcpu, mut map)), Some(kind)) = (unsafe { handles(vcpu, map) }, page_kind(page))
     else {
         return;
     };
     // SAFETY: As in `nvmx_rs_map`.
     let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    Active::unmap(state, &vcpu, page, &mut map, dirty);
+    state.unmap(&vcpu, kind, &mut map, dirty);
 }
 
 #[no_mangle]
@@ -271,37 +570,92 @@ extern "C" fn nvmx_rs_get(
     map: *mut raw::kvm_host_map,
 ) -> *mut c_void {
     // SAFETY: As in `nvmx_rs_map`.
-    let (Some((vcpu, map)), Some(page)) = (unsafe { handles(vcpu, map) }, Page::from_raw(page))
-    else {
+    let (Some((_vcpu, map)), Some(kind)) = (unsafe { handles(vcpu, map) }, page_kind(page)) else {
         return core::ptr::null_mut();
     };
     // SAFETY: As in `nvmx_rs_map`.
     let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    Active::get(state, &vcpu, page, &map)
+    match state {
+        VcpuState::PassThrough(_) => map.hva(),
+        VcpuState::Cache(c) => match c.get(kind) {
+            Some((kaddr, guard)) => {
+                // The shared hold lasts until KVM's matching put(); the
+                // provider contract pairs every non-null get() with one.
+                guard.leak();
+                kaddr as usize as *mut c_void
+            }
+            None => core::ptr::null_mut(),
+        },
+    }
 }
 
 #[no_mangle]
 extern "C" fn nvmx_rs_put(
-    vcpu: *mut raw::kvm_vcpu,
+    _vcpu: *mut raw::kvm_vcpu,
     vcpu_priv: *mut c_void,
     page: u32,
-    map: *mut raw::kvm_host_map,
-    dirty: bool,
+    _map: *mut raw::kvm_host_map,
+    _dirty: bool,
 ) {
-    // SAFETY: As in `nvmx_rs_map`.
-    let (Some((vcpu, map)), Some(page)) = (unsafe { handles(vcpu, map) }, Page::from_raw(page))
-    else {
+    let Some(kind) = page_kind(page) else {
         return;
     };
     // SAFETY: As in `nvmx_rs_map`.
     let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    Active::put(state, &vcpu, page, &map, dirty);
+    if let VcpuState::Cache(c) = state {
+        // SAFETY: KVM calls put() exactly once after each non-null get() of
+        // the same page, whose guard `nvmx_rs_get` leaked.
+        unsafe { c.slot_lock(kind).unlock_leaked_read() };
+    }
+}
+
+/// Borrows the VM state behind the shim's `rs` pointer.
+///
+/// # Safety
+///
+/// `rs` must be the pointer `nvmx_rs_vm_init` stored, before vm_destroy.
+unsafe fn vm_state<'a>(rs: *mut c_void) -> &'a VmState {
+    // SAFETY: Guaranteed by the caller: the Arc's allocation is live.
+    unsafe { priv_ref::<VmState>(rs) }
 }
 
 #[no_mangle]
-extern "C" fn nvmx_rs_memslots_updated(_kvm: *mut raw::kvm, vm_priv: *mut c_void, gen: u64) {
-    // SAFETY: The VM's state lives until vm_destroy; memslot updates cannot
-    // race with VM destruction.
-    let vm = unsafe { priv_ref::<VmState>(vm_priv) };
-    Active::memslots_updated(vm, gen);
+extern "C" fn nvmx_rs_memslots_updated(rs: *mut c_void, gen: u64) {
+    // SAFETY: Memslot updates cannot race with VM destruction.
+    unsafe { vm_state(rs) }.memslots_updated(gen);
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_mn_start(rs: *mut c_void, start: u64, end: u64, blockable: bool) -> i32 {
+    // SAFETY: The shim unregisters the notifier (waiting for callbacks)
+    // before it destroys the VM state.
+    match unsafe { vm_state(rs) }.invalidate_start(start, end, blockable) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_mn_end(rs: *mut c_void, start: u64, end: u64) {
+    // SAFETY: As in `nvmx_rs_mn_start`.
+    unsafe { vm_state(rs) }.invalidate_end(start, end);
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_mn_release(rs: *mut c_void) {
+    // SAFETY: As in `nvmx_rs_mn_start`.
+    unsafe { vm_state(rs) }.release();
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_vm_stats(rs: *mut c_void, out: *mut u64) {
+    if out.is_null() {
+        return;
+    }
+    // SAFETY: The shim removes the statistics file (waiting for readers)
+    // before it destroys the VM state.
+    let vm = unsafe { vm_state(rs) };
+    // SAFETY: The shim passes an array of `NR_STATS` values.
+    let out = unsafe { core::slice::from_raw_parts_mut(out, NR_STATS) };
+    vm.stats(out);
 }

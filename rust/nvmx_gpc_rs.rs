@@ -6,13 +6,17 @@
 //!
 //! The module registers its table at load time; VMs created afterwards bind
 //! to it for their whole life and hold a reference on the module, so
-//! `rmmod` is refused while such a VM exists. The provider compiled in is
-//! [`provider::Active`].
+//! `rmmod` is refused while such a VM exists. `provider=cache` (default)
+//! selects the page cache of [`cache`], `provider=passthrough` the stock
+//! mapping for every operation (see [`provider`]).
 
 use kernel::prelude::*;
 
+mod cache;
 mod ffi;
 mod provider;
+#[path = "cache/state.rs"]
+pub mod state;
 
 module! {
     type: NvmxGpc,
@@ -38,7 +42,11 @@ impl kernel::Module for NvmxGpc {
         ffi::register().inspect_err(|e| {
             pr_err!("cannot register with KVM: {:?}\n", e);
         })?;
-        pr_info!("loaded (shim ABI {}, provider: passthrough)\n", shim);
+        pr_info!(
+            "loaded (shim ABI {}, provider: {:?})\n",
+            shim,
+            ffi::provider()
+        );
         Ok(NvmxGpc)
     }
 }

@@ -3,19 +3,37 @@
  * C half of the nvmx-gpc module.  Everything that needs KVM headers, C
  * inline functions or C-only macros lives here, behind
  * include/nvmx_gpc_shim.h; see that header for the division of labour.
+ *
+ * Per VM this file owns a struct nvmx_vm: the VM's own mmu_notifier, whose
+ * callbacks forward to Rust, and the VM's statistics file in debugfs
+ * (/sys/kernel/debug/nvmx_gpc/<pid>-<serial>).  The Rust state hangs off
+ * nvmx_vm->rs.
  */
+#include <linux/atomic.h>
 #include <linux/build_bug.h>
+#include <linux/debugfs.h>
+#include <linux/io.h>
 #include <linux/kvm_host.h>
+#include <linux/mmu_notifier.h>
 #include <linux/module.h>
+#include <linux/sched.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <asm/kvm_nvmx_pages.h>
 
 #include "nvmx_gpc_shim.h"
 
 MODULE_IMPORT_NS(KVM_NVMX_PAGES);
 
-static char *provider = "passthrough";
+static char *provider = "cache";
 module_param(provider, charp, 0444);
-MODULE_PARM_DESC(provider, "Active nested page provider (read-only): passthrough");
+MODULE_PARM_DESC(provider, "Nested page provider: cache (default) or passthrough");
+
+static bool break_invalidation;
+module_param(break_invalidation, bool, 0644);
+MODULE_PARM_DESC(break_invalidation,
+		 "TEST ONLY: ignore mmu_notifier and memslot invalidations (serves stale pages)");
 
 static_assert(NVMX_PAGE_MSR_BITMAP == (int)KVM_NVMX_PAGE_MSR_BITMAP);
 static_assert(NVMX_PAGE_EVMCS == (int)KVM_NVMX_PAGE_EVMCS);
@@ -23,10 +41,36 @@ static_assert(NVMX_PAGE_APIC_ACCESS == (int)KVM_NVMX_PAGE_APIC_ACCESS);
 static_assert(NVMX_PAGE_VIRTUAL_APIC == (int)KVM_NVMX_PAGE_VIRTUAL_APIC);
 static_assert(NVMX_PAGE_PI_DESC == (int)KVM_NVMX_PAGE_PI_DESC);
 static_assert(NVMX_NR_PAGES == (int)KVM_NVMX_NR_PAGES);
+static_assert(sizeof(u64) * NVMX_RELOAD_BITMAP_WORDS % sizeof(unsigned long) == 0);
+
+struct nvmx_vm {
+	struct mmu_notifier mn;
+	struct kvm *kvm;
+	struct dentry *stats;
+	void *rs;
+};
+
+struct nvmx_rwlock {
+	rwlock_t lock;
+};
+
+static struct dentry *nvmx_debugfs_dir;
+static atomic_long_t nvmx_vm_serial;
 
 u32 nvmx_shim_abi_version(void)
 {
 	return NVMX_SHIM_ABI_VERSION;
+}
+
+u32 nvmx_shim_provider(void)
+{
+	return strcmp(provider, "passthrough") ? NVMX_PROVIDER_CACHE :
+						 NVMX_PROVIDER_PASSTHROUGH;
+}
+
+bool nvmx_shim_break_invalidation(void)
+{
+	return READ_ONCE(break_invalidation);
 }
 
 int nvmx_shim_stock_map(struct kvm_vcpu *vcpu, u64 gfn, struct kvm_host_map *map)
@@ -42,6 +86,256 @@ void nvmx_shim_stock_unmap(struct kvm_vcpu *vcpu, struct kvm_host_map *map, bool
 void *nvmx_shim_map_hva(const struct kvm_host_map *map)
 {
 	return map->hva;
+}
+
+void nvmx_shim_map_fill(struct kvm_host_map *map, u64 kaddr, u64 pfn, u64 gfn)
+{
+	map->page = NULL;
+	map->hva = (void *)(unsigned long)kaddr;
+	map->pfn = pfn;
+	map->gfn = gfn;
+}
+
+void nvmx_shim_map_clear(struct kvm_host_map *map)
+{
+	map->page = NULL;
+	map->hva = NULL;
+}
+
+u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu)
+{
+	return kvm_memslots(vcpu->kvm)->generation;
+}
+
+int nvmx_shim_gfn_to_hva(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva)
+{
+	/* The VM's memslots, not the vCPU's SMM view, as kvm_vcpu_map(). */
+	unsigned long hva = gfn_to_hva(vcpu->kvm, gfn);
+
+	if (kvm_is_error_hva(hva))
+		return -EFAULT;
+	*uhva = hva;
+	return 0;
+}
+
+/* The same lookup and the same failure codes as kvm_vcpu_map() in 6.12. */
+int nvmx_shim_resolve(struct kvm_vcpu *vcpu, u64 gfn, struct nvmx_pfn *out)
+{
+	kvm_pfn_t pfn;
+	void *kaddr;
+
+	pfn = gfn_to_pfn(vcpu->kvm, gfn);
+	if (is_error_noslot_pfn(pfn))
+		return -EINVAL;
+
+	if (pfn_valid(pfn)) {
+		kaddr = kmap(pfn_to_page(pfn));
+		out->unmanaged = false;
+	} else {
+		kaddr = memremap(pfn_to_hpa(pfn), PAGE_SIZE, MEMREMAP_WB);
+		out->unmanaged = true;
+	}
+	if (!kaddr) {
+		kvm_release_pfn_clean(pfn);
+		return -EFAULT;
+	}
+	out->pfn = pfn;
+	out->kaddr = (unsigned long)kaddr;
+	return 0;
+}
+
+void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty)
+{
+	if (dirty)
+		kvm_release_pfn_dirty(p->pfn);
+	else
+		kvm_release_pfn_clean(p->pfn);
+}
+
+void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p)
+{
+	if (p->unmanaged)
+		memunmap((void *)(unsigned long)p->kaddr);
+	else
+		kunmap(pfn_to_page(p->pfn));
+}
+
+void nvmx_shim_mark_dirty(struct kvm_vcpu *vcpu, u64 gfn)
+{
+	kvm_vcpu_mark_page_dirty(vcpu, gfn);
+}
+
+u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu)
+{
+	return vcpu->vcpu_idx;
+}
+
+void nvmx_shim_request_reload(struct nvmx_vm *vm, const u64 *bitmap)
+{
+	kvm_nvmx_request_pages_reload(vm->kvm, (unsigned long *)bitmap);
+}
+
+void nvmx_shim_cond_resched(void)
+{
+	cond_resched();
+}
+
+/*
+ * One lockdep class per page kind, because a PI-descriptor read nests a
+ * virtual-APIC read, plus NVMX_LOCK_VM for the per-VM lock.
+ */
+static struct lock_class_key nvmx_rwlock_keys[NVMX_LOCK_VM + 1];
+
+struct nvmx_rwlock *nvmx_shim_rwlock_new(u32 class)
+{
+	struct nvmx_rwlock *l;
+
+	if (class > NVMX_LOCK_VM)
+		return NULL;
+	l = kzalloc(sizeof(*l), GFP_KERNEL_ACCOUNT);
+	if (l) {
+		rwlock_init(&l->lock);
+		lockdep_set_class(&l->lock, &nvmx_rwlock_keys[class]);
+	}
+	return l;
+}
+
+void nvmx_shim_rwlock_free(struct nvmx_rwlock *l)
+{
+	kfree(l);
+}
+
+void nvmx_shim_read_lock(struct nvmx_rwlock *l)
+{
+	read_lock(&l->lock);
+}
+
+void nvmx_shim_read_unlock(struct nvmx_rwlock *l)
+{
+	read_unlock(&l->lock);
+}
+
+void nvmx_shim_write_lock(struct nvmx_rwlock *l)
+{
+	write_lock(&l->lock);
+}
+
+void nvmx_shim_write_unlock(struct nvmx_rwlock *l)
+{
+	write_unlock(&l->lock);
+}
+
+/* --- The VM's own mmu_notifier. --- */
+
+static int nvmx_mn_start(struct mmu_notifier *mn, const struct mmu_notifier_range *range)
+{
+	struct nvmx_vm *vm = container_of(mn, struct nvmx_vm, mn);
+
+	return nvmx_rs_mn_start(vm->rs, range->start, range->end,
+				mmu_notifier_range_blockable(range));
+}
+
+static void nvmx_mn_end(struct mmu_notifier *mn, const struct mmu_notifier_range *range)
+{
+	struct nvmx_vm *vm = container_of(mn, struct nvmx_vm, mn);
+
+	nvmx_rs_mn_end(vm->rs, range->start, range->end);
+}
+
+static void nvmx_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct nvmx_vm *vm = container_of(mn, struct nvmx_vm, mn);
+
+	nvmx_rs_mn_release(vm->rs);
+}
+
+static const struct mmu_notifier_ops nvmx_mn_ops = {
+	.invalidate_range_start = nvmx_mn_start,
+	.invalidate_range_end = nvmx_mn_end,
+	.release = nvmx_mn_release,
+};
+
+/* --- Statistics in debugfs. --- */
+
+static const char *const nvmx_stat_names[NVMX_NR_STATS] = {
+	[NVMX_STAT_HITS] = "hits",
+	[NVMX_STAT_MISSES] = "misses",
+	[NVMX_STAT_REFRESHES] = "refreshes",
+	[NVMX_STAT_RETRIES] = "retries",
+	[NVMX_STAT_INVAL_NOTIFIER] = "inval_notifier",
+	[NVMX_STAT_INVAL_MEMSLOT] = "inval_memslot",
+	[NVMX_STAT_INVAL_TEARDOWN] = "inval_teardown",
+	[NVMX_STAT_MEMREMAP] = "memremap",
+	[NVMX_STAT_MEMUNMAP] = "memunmap",
+	[NVMX_STAT_RELOADS] = "reloads",
+};
+
+static int nvmx_stats_show(struct seq_file *m, void *unused)
+{
+	struct nvmx_vm *vm = m->private;
+	u64 val[NVMX_NR_STATS] = {};
+	int i;
+
+	nvmx_rs_vm_stats(vm->rs, val);
+	for (i = 0; i < NVMX_NR_STATS; i++)
+		seq_printf(m, "%s %llu\n", nvmx_stat_names[i], val[i]);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(nvmx_stats);
+
+/* --- The provider table. --- */
+
+static int shim_vm_init(struct kvm *kvm, void **vm_priv)
+{
+	struct nvmx_vm *vm;
+	char name[32];
+	int r;
+
+	vm = kzalloc(sizeof(*vm), GFP_KERNEL_ACCOUNT);
+	if (!vm)
+		return -ENOMEM;
+	vm->kvm = kvm;
+
+	r = nvmx_rs_vm_init(vm, &vm->rs);
+	if (r)
+		goto free;
+
+	/* VM creation runs in the VM owner's context: kvm->mm == current->mm. */
+	vm->mn.ops = &nvmx_mn_ops;
+	r = mmu_notifier_register(&vm->mn, kvm->mm);
+	if (r)
+		goto rs;
+
+	snprintf(name, sizeof(name), "%d-%ld", task_pid_nr(current),
+		 atomic_long_inc_return(&nvmx_vm_serial));
+	vm->stats = debugfs_create_file(name, 0444, nvmx_debugfs_dir, vm,
+					&nvmx_stats_fops);
+	*vm_priv = vm;
+	return 0;
+
+rs:
+	nvmx_rs_vm_destroy(vm->rs);
+free:
+	kfree(vm);
+	return r;
+}
+
+static void shim_vm_destroy(struct kvm *kvm, void *vm_priv)
+{
+	struct nvmx_vm *vm = vm_priv;
+
+	/* Waits for readers of the file and for running notifier callbacks. */
+	debugfs_remove(vm->stats);
+	mmu_notifier_unregister(&vm->mn, kvm->mm);
+	nvmx_rs_vm_destroy(vm->rs);
+	kfree(vm);
+}
+
+static int shim_vcpu_init(struct kvm_vcpu *vcpu, void *vm_priv, void **vcpu_priv)
+{
+	struct nvmx_vm *vm = vm_priv;
+
+	return nvmx_rs_vcpu_init(vcpu, vm->rs, vcpu_priv);
 }
 
 static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
@@ -68,26 +362,40 @@ static void shim_put(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page 
 	nvmx_rs_put(vcpu, vcpu_priv, page, map, dirty);
 }
 
+static void shim_memslots_updated(struct kvm *kvm, void *vm_priv, u64 gen)
+{
+	struct nvmx_vm *vm = vm_priv;
+
+	nvmx_rs_memslots_updated(vm->rs, gen);
+}
+
 static const struct kvm_nvmx_page_ops nvmx_gpc_ops = {
 	.owner = THIS_MODULE,
 	.name = "nvmx_gpc",
-	.vm_init = nvmx_rs_vm_init,
-	.vm_destroy = nvmx_rs_vm_destroy,
-	.vcpu_init = nvmx_rs_vcpu_init,
+	.vm_init = shim_vm_init,
+	.vm_destroy = shim_vm_destroy,
+	.vcpu_init = shim_vcpu_init,
 	.vcpu_free = nvmx_rs_vcpu_free,
 	.map = shim_map,
 	.unmap = shim_unmap,
 	.get = shim_get,
 	.put = shim_put,
-	.memslots_updated = nvmx_rs_memslots_updated,
+	.memslots_updated = shim_memslots_updated,
 };
 
 int nvmx_shim_register(void)
 {
-	return kvm_nvmx_register_page_ops(&nvmx_gpc_ops);
+	int r;
+
+	nvmx_debugfs_dir = debugfs_create_dir("nvmx_gpc", NULL);
+	r = kvm_nvmx_register_page_ops(&nvmx_gpc_ops);
+	if (r)
+		debugfs_remove(nvmx_debugfs_dir);
+	return r;
 }
 
 void nvmx_shim_unregister(void)
 {
 	kvm_nvmx_unregister_page_ops(&nvmx_gpc_ops);
+	debugfs_remove(nvmx_debugfs_dir);
 }

@@ -4,8 +4,9 @@
 #
 #   run-emulator.sh bochs|qemu [options]
 #     --plan test|demo|smoke   test plan (default: test)
-#     --phases LIST            stock,module,unloaded (default); e.g. "stock"
-#                              runs stock KVM only, "module" only the module
+#     --phases LIST            stock,passthrough,cache,unloaded (default); e.g.
+#                              "stock" runs stock KVM only, "cache" only the
+#                              module with the page cache
 #     --inject fail|hang       add a canary that fails or hangs (harness check)
 #     --name NAME              results directory name (default: emulator-plan)
 #     --total/--test/--silence SECONDS   host wall-time limits
@@ -17,7 +18,7 @@
 
 EMU=${1:-}
 shift || true
-PLAN=test PHASES=stock,module,unloaded INJECT= NAME= LIMITS=()
+PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--plan) PLAN=$2; shift 2 ;;

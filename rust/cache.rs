@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The nested page cache: one persistent, invalidation-aware mapping per
+//! vCPU and page kind, behind the hook table of `<asm/kvm_nvmx_pages.h>`.
+//!
+//! C reference: [virt/kvm/pfncache.c](srctree/virt/kvm/pfncache.c). The
+//! state machine and its retry protocol are [`crate::state`], shared with
+//! the userspace model that checks them (`rust/cache/model`); this file adds
+//! the locks, the page resolution and the vCPU kicks around it.
+//!
+//! # Locks and their order
+//!
+//! 1. `kvm->srcu` (read side, held by KVM around `map()`).
+//! 2. [`CacheVm::inner`], the per-VM lock: the VM's [`InvalSeq`] and the list
+//!    of vCPU caches.
+//! 3. A cache's slot lock ([`VcpuCaches::slots`]): its [`CacheState`].
+//!    Readers (`get()`) take only this lock, shared, and may nest a
+//!    virtual-APIC read inside a PI-descriptor read (separate lockdep
+//!    classes, never the other way round).
+//!
+//! The mmu_notifier callbacks take 2 then 3. No lock of this file is held
+//! while sleeping (resolving a pfn, `memremap()`, `memunmap()`) or while
+//! waiting for vCPUs to leave L2.
+//!
+//! # What may sleep
+//!
+//! `map()` (refresh), `vcpu_free()` and the teardown of a VM may sleep.
+//! `get()`, `put()`, `unmap()` and the notifier's range callbacks do not,
+//! apart from the wait for kicked vCPUs, which spins with IRQs enabled.
+//!
+//! # Pages and references
+//!
+//! - Hardware-visible pages (APIC-access, virtual-APIC, PI descriptor): no
+//!   page reference is kept once a mapping is installed; the notifier is
+//!   what keeps the pfn honest. On invalidation the owning vCPU is forced
+//!   out of L2 and reloads vmcs02 before it enters L2 again.
+//! - MSR bitmap and eVMCS: KVM reads them through the address `map()`
+//!   returned until `unmap()`, possibly in atomic context, so the cache keeps
+//!   the page reference for as long as the mapping is installed. An
+//!   invalidation makes the next `map()` refresh.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::ffi::{self, HostMap, Pfn, ReadGuard, RwLock, Vcpu, VmHandle, RELOAD_WORDS};
+use crate::state::{
+    CacheState, Commit, InvalCause, InvalSeq, Invalidated, Lookup, PageKind, Resolved, Stats,
+    PAGE_SHIFT,
+};
+
+const NR_KINDS: usize = PageKind::ALL.len();
+/// Lock class of the per-VM lock (see `nvmx_shim_rwlock_new()`).
+const VM_LOCK_CLASS: u32 = NR_KINDS as u32;
+
+/// One cache: the state machine plus what the kernel side needs besides.
+pub(crate) struct Slot {
+    state: CacheState,
+    /// Unmanaged mappings torn down (`memunmap()`).
+    memunmaps: u64,
+}
+
+/// The caches of one vCPU.
+pub(crate) struct VcpuCaches {
+    idx: u32,
+    slots: [RwLock<Slot>; NR_KINDS],
+    /// The gfn KVM last mapped per kind, for dirty marking at `unmap()`.
+    gfns: [AtomicU64; NR_KINDS],
+}
+
+/// # Invariants
+///
+/// Every cache the notifier must see is on `vcpus`. A freed vCPU's caches
+/// stay on it, deactivated (so invalidations skip them), until the VM is
+/// destroyed; KVM does not unplug vCPUs, so the list only grows to the
+/// number of vCPUs.
+struct VmInner {
+    inval: InvalSeq,
+    vcpus: KVec<Arc<VcpuCaches>>,
+}
+
+/// Per-VM part of the cache.
+pub(crate) struct CacheVm {
+    handle: VmHandle,
+    inner: RwLock<VmInner>,
+    hits: AtomicU64,
+}
+
+/// Per-vCPU part of the cache.
+pub(crate) struct CacheVcpu {
+    vm: Arc<CacheVm>,
+    caches: Arc<VcpuCaches>,
+}
+
+fn add_stats(total: &mut Stats, s: &Stats) {
+    total.hits += s.hits;
+    total.misses += s.misses;
+    total.refreshes += s.refreshes;
+    total.retries += s.retries;
+    total.inval_notifier += s.inval_notifier;
+    total.inval_memslot += s.inval_memslot;
+    total.inval_teardown += s.inval_teardown;
+    total.memremap += s.memremap;
+    total.reloads += s.reloads;
+}
+
+fn is_hw(kind: PageKind) -> bool {
+    kind.hardware_visible()
+}
+
+fn to_resolved(p: &Pfn) -> Resolved {
+    Resolved {
+        pfn: p.pfn(),
+        mapping: p.kaddr(),
+        unmanaged: p.unmanaged(),
+    }
+}
+
+fn to_pfn(r: &Resolved) -> Pfn {
+    Pfn::from_parts(r.pfn, r.mapping, r.unmanaged)
+}
+
+/// Vcpu bitmap for [`ffi::request_reload`]; `None` means all vCPUs (an index
+/// beyond the bitmap).
+struct Kicks {
+    any: bool,
+    overflow: bool,
+    bits: [u64; RELOAD_WORDS],
+}
+
+impl Kicks {
+    fn new() -> Self {
+        Kicks {
+            any: false,
+            overflow: false,
+            bits: [0; RELOAD_WORDS],
+        }
+    }
+
+    fn add(&mut self, idx: u32, inv: Invalidated) {
+        if !inv.kick_vcpu {
+            return;
+        }
+        self.any = true;
+        let (word, bit) = ((idx / 64) as usize, idx % 64);
+        match self.bits.get_mut(word) {
+            Some(w) => *w |= 1 << bit,
+            None => self.overflow = true,
+        }
+    }
+
+    /// Forces the vCPUs out of L2 and waits. Call with no lock held.
+    fn send(&self, vm: &VmHandle) {
+        if self.any {
+            ffi::request_reload(vm, (!self.overflow).then_some(&self.bits));
+        }
+    }
+}
+
+/// Releases a mapping the cache no longer serves. May sleep.
+fn release(kind: PageKind, r: &Resolved, slot_memunmaps: Option<&mut u64>) {
+    let p = to_pfn(r);
+    if !is_hw(kind) {
+        // The reference kept while installed (see "Pages and references").
+        p.put_ref(kind.mark_dirty());
+    }
+    p.unmap();
+    if p.unmanaged() {
+        if let Some(n) = slot_memunmaps {
+            *n += 1;
+        }
+    }
+}
+
+impl CacheVm {
+    pub(crate) fn new(handle: VmHandle) -> Result<Arc<Self>> {
+        let inner = VmInner {
+            inval: InvalSeq::new(),
+            vcpus: KVec::new(),
+        };
+        Ok(Arc::new(
+            CacheVm {
+                handle,
+                inner: RwLock::new(VM_LOCK_CLASS, inner)?,
+                hits: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Applies `f` to every cache of the VM under the locks, then kicks the
+    /// vCPUs whose hardware-visible pages went stale, and waits for them.
+    fn invalidate_each(&self, mut f: impl FnMut(&mut InvalSeq, &mut CacheState) -> Invalidated) {
+        let mut kicks = Kicks::new();
+        {
+            let mut vm = self.inner.write();
+            let VmInner { inval, vcpus, .. } = &mut *vm;
+            for v in vcpus.iter() {
+                for slot in v.slots.iter() {
+                    let mut s = slot.write();
+                    kicks.add(v.idx, f(inval, &mut s.state));
+                }
+            }
+        }
+        kicks.send(&self.handle);
+    }
+
+    /// The VM's memslots changed: nothing cached may be served again, and
+    /// vCPUs in L2 must stop using the old pages now, not at their next
+    /// nested VM-entry.
+    pub(crate) fn memslots_updated(&self, _gen: u64) {
+        if ffi::break_invalidation() {
+            return;
+        }
+        self.invalidate_each(|_, s| s.invalidate_all(InvalCause::Memslot));
+    }
+
+    /// `invalidate_range_start`: nothing that overlaps `[start, end)` may be
+    /// served or used by the CPU once this returns.
+    pub(crate) fn invalidate_start(&self, start: u64, end: u64, blockable: bool) -> Result {
+        let broken = ffi::break_invalidation();
+        let mut kicks = Kicks::new();
+        {
+            let mut vm = self.inner.write();
+            let VmInner { inval, vcpus, .. } = &mut *vm;
+            // First, so that a refresh that resolved before this point and
+            // commits after it retries (see `InvalSeq`).
+            if inval.begin().is_err() {
+                pr_warn!("invalidation counter saturated\n");
+            }
+            if !broken {
+                for v in vcpus.iter() {
+                    for slot in v.slots.iter() {
+                        kicks.add(v.idx, slot.write().state.invalidate_range(start, end));
+                    }
+                }
+            }
+        }
+        if kicks.any && !blockable {
+            // We cannot wait for the vCPUs (e.g. the OOM reaper): refuse the
+            // range instead of letting the CPU use a page that may go away.
+            // The core does not call invalidate_range_end for us then.
+            let _ = self.inner.write().inval.end();
+            return Err(EAGAIN);
+        }
+        kicks.send(&self.handle);
+        Ok(())
+    }
+
+    /// `invalidate_range_end`: the host page tables are updated; refreshes
+    /// may install pages again.
+    pub(crate) fn invalidate_end(&self, _start: u64, _end: u64) {
+        if self.inner.write().inval.end().is_err() {
+            pr_warn!("unbalanced invalidate_range_end\n");
+        }
+    }
+
+    /// The address space is going away: serve nothing from it any more.
+    pub(crate) fn release(&self) {
+        self.invalidate_each(|_, s| s.invalidate_all(InvalCause::Teardown));
+    }
+
+    /// Sums the statistics of all caches of the VM into `out`, in the order
+    /// of `enum nvmx_stat`.
+    pub(crate) fn stats(&self, out: &mut [u64]) {
+        let vm = self.inner.read();
+        let mut total = Stats::default();
+        let mut memunmaps = 0;
+        for v in vm.vcpus.iter() {
+            for slot in v.slots.iter() {
+                let s = slot.read();
+                add_stats(&mut total, s.state.stats());
+                memunmaps += s.memunmaps;
+            }
+        }
+        let values = [
+            self.hits.load(Ordering::Relaxed) + total.hits,
+            total.misses,
+            total.refreshes,
+            total.retries,
+            total.inval_notifier,
+            total.inval_memslot,
+            total.inval_teardown,
+            total.memremap,
+            memunmaps,
+            total.reloads,
+        ];
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = v;
+        }
+    }
+}
+
+impl CacheVcpu {
+    pub(crate) fn new(vm: Arc<CacheVm>, vcpu: &Vcpu<'_>) -> Result<Self> {
+        let mk = |kind: PageKind| {
+            let mut state = CacheState::new(kind);
+            state.activate();
+            RwLock::new(
+                ffi::kind_index(kind) as u32,
+                Slot {
+                    state,
+                    memunmaps: 0,
+                },
+            )
+        };
+        let caches = Arc::new(
+            VcpuCaches {
+                idx: vcpu.idx(),
+                slots: [
+                    mk(PageKind::ALL[0])?,
+                    mk(PageKind::ALL[1])?,
+                    mk(PageKind::ALL[2])?,
+                    mk(PageKind::ALL[3])?,
+                    mk(PageKind::ALL[4])?,
+                ],
+                gfns: [const { AtomicU64::new(0) }; NR_KINDS],
+            },
+            GFP_KERNEL,
+        )?;
+        {
+            let mut inner = vm.inner.write();
+            // Atomic allocation: we hold a spinning lock.
+            inner.vcpus.push(caches.clone(), GFP_ATOMIC)?;
+        }
+        Ok(CacheVcpu { vm, caches })
+    }
+
+    fn set_gfn(&self, kind: PageKind, gfn: u64) {
+        self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
+    }
+
+    fn slot(&self, kind: PageKind) -> &RwLock<Slot> {
+        &self.caches.slots[ffi::kind_index(kind)]
+    }
+
+    /// The lock `get()` leaves held for `put()`.
+    pub(crate) fn slot_lock(&self, kind: PageKind) -> &RwLock<Slot> {
+        self.slot(kind)
+    }
+
+    /// `map()`: serve `gfn` from the cache, refreshing it if needed. May
+    /// sleep. Fails exactly where `kvm_vcpu_map()` fails (no memslot, MMIO,
+    /// error pfn), so KVM reacts to L1's bad GPAs as stock KVM does.
+    pub(crate) fn map(
+        &self,
+        vcpu: &Vcpu<'_>,
+        kind: PageKind,
+        gfn: u64,
+        map: &mut HostMap<'_>,
+    ) -> Result {
+        let gpa = gfn << PAGE_SHIFT;
+        let slot = self.slot(kind);
+        loop {
+            let gen = vcpu.memslots_gen();
+
+            // Fast path: a valid cache for this gpa and generation.
+            {
+                let s = slot.read();
+                if let Lookup::Hit { pfn, mapping } = s.state.check(gpa, gen) {
+                    drop(s);
+                    self.vm.hits.fetch_add(1, Ordering::Relaxed);
+                    self.set_gfn(kind, gfn);
+                    map.fill(mapping, pfn, gfn);
+                    return Ok(());
+                }
+            }
+
+            // Slow path: snapshot under the locks, resolve outside them.
+            let ticket = {
+                let vm = self.vm.inner.write();
+                let mut s = slot.write();
+                let _ = s.state.lookup(gpa, gen);
+                let uhva = vcpu.gfn_to_hva(gfn).map_err(|_| EINVAL)?;
+                s.state
+                    .begin_refresh(gpa, gen, uhva, &vm.inval)
+                    .map_err(|_| EAGAIN)?
+            };
+            let new = vcpu.resolve(gfn)?;
+            let commit = {
+                let vm = self.vm.inner.write();
+                let mut s = slot.write();
+                s.state.finish_refresh(ticket, to_resolved(&new), &vm.inval)
+            };
+            match commit {
+                Commit::Installed { old } => {
+                    if is_hw(kind) {
+                        // The notifier, not a reference, keeps it honest.
+                        new.put_ref(false);
+                    }
+                    if let Some(old) = old {
+                        let mut n = 0;
+                        release(kind, &old, Some(&mut n));
+                        slot.write().memunmaps += n;
+                    }
+                    self.set_gfn(kind, gfn);
+                    map.fill(new.kaddr(), new.pfn(), gfn);
+                    return Ok(());
+                }
+                Commit::Retry { discard } => {
+                    let mut n = 0;
+                    new.put_ref(false);
+                    to_pfn(&discard).unmap();
+                    if discard.unmanaged {
+                        n += 1;
+                    }
+                    slot.write().memunmaps += n;
+                    ffi::cond_resched();
+                }
+                Commit::Stale { discard } => {
+                    new.put_ref(false);
+                    to_pfn(&discard).unmap();
+                    return Err(EAGAIN);
+                }
+            }
+        }
+    }
+
+    /// `unmap()`: KVM is done with the page for now; the cache keeps it.
+    pub(crate) fn unmap(
+        &self,
+        vcpu: &Vcpu<'_>,
+        kind: PageKind,
+        map: &mut HostMap<'_>,
+        dirty: bool,
+    ) {
+        if dirty {
+            vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
+        }
+        map.clear();
+    }
+
+    /// `get()`: the kernel address of a valid cached page, with the cache's
+    /// lock held shared until `put()`; `None` if the page was invalidated
+    /// (KVM then waits for the pending reload).
+    pub(crate) fn get(&self, kind: PageKind) -> Option<(u64, ReadGuard<'_, Slot>)> {
+        let s = self.slot(kind).read();
+        match (s.state.is_valid(), s.state.installed()) {
+            (true, Some(r)) => Some((r.mapping, s)),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for CacheVcpu {
+    /// vCPU teardown: stop serving, take the caches off the notifier's list
+    /// and release their mappings. Runs after KVM's last use of the vCPU.
+    fn drop(&mut self) {
+        let mut old: [Option<Resolved>; NR_KINDS] = [None; NR_KINDS];
+        {
+            // Under the VM lock, so no invalidation walks the caches now.
+            let _vm = self.vm.inner.write();
+            for (i, slot) in self.caches.slots.iter().enumerate() {
+                let mut s = slot.write();
+                old[i] = s.state.deactivate();
+                if old[i].is_some_and(|r| r.unmanaged) {
+                    s.memunmaps += 1;
+                }
+            }
+        }
+        for (kind, r) in PageKind::ALL.iter().zip(old.iter()) {
+            if let Some(r) = r {
+                release(*kind, r, None);
+            }
+        }
+    }
+}
