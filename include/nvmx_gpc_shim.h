@@ -162,5 +162,10 @@ void nvmx_rs_mn_end(void *rs, u64 start, u64 end);
 void nvmx_rs_mn_release(void *rs);
 /* Fill @out[NVMX_NR_STATS] with the VM's statistics. */
 void nvmx_rs_vm_stats(void *rs, u64 *out);
+/*
+ * Module-wide counts of what is alive right now, for leak checks: kernel
+ * mappings made by nvmx_shim_resolve() and not yet undone, and VM states.
+ */
+void nvmx_rs_live(u64 *mappings, u64 *vms);
 
 #endif /* NVMX_GPC_SHIM_H */

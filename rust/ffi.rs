@@ -14,6 +14,7 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::error::to_result;
 use kernel::prelude::*;
@@ -175,6 +176,7 @@ impl Vcpu<'_> {
         // SAFETY: The vCPU is live, `map()` runs in process context with
         // `kvm->srcu` held and may sleep, and `out` is a valid out-pointer.
         to_result(unsafe { raw::nvmx_shim_resolve(self.ptr.as_ptr(), gfn, &mut out) })?;
+        LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
         // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`.
         Ok(Pfn { raw: out })
     }
@@ -221,6 +223,11 @@ impl HostMap<'_> {
         unsafe { raw::nvmx_shim_map_clear(self.ptr.as_ptr()) }
     }
 }
+
+/// Kernel mappings made by [`Vcpu::resolve`] and not yet undone.
+static LIVE_MAPPINGS: AtomicU64 = AtomicU64::new(0);
+/// VM states alive.
+static LIVE_VMS: AtomicU64 = AtomicU64::new(0);
 
 /// A page resolved and mapped into the kernel by [`Vcpu::resolve`]. It
 /// carries a pfn reference (if the page is refcounted) until
@@ -274,7 +281,8 @@ impl Pfn {
         // SAFETY: By the type invariant this came from a successful resolve,
         // and the cache unmaps each mapping once, after no reader can reach
         // it any more (it is no longer installed, or the cache is gone).
-        unsafe { raw::nvmx_shim_unmap_kaddr(&self.raw) }
+        unsafe { raw::nvmx_shim_unmap_kaddr(&self.raw) };
+        LIVE_MAPPINGS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -469,6 +477,7 @@ extern "C" fn nvmx_rs_vm_init(vm: *mut raw::nvmx_vm, rs: *mut *mut c_void) -> i3
     let handle = VmHandle { ptr };
     match VmState::new(handle).and_then(|s| Ok(Arc::new(s, GFP_KERNEL)?)) {
         Ok(state) => {
+            LIVE_VMS.fetch_add(1, Ordering::Relaxed);
             // SAFETY: The shim passes a valid out-pointer.
             unsafe { *rs = Arc::into_raw(state).cast_mut().cast() };
             0
@@ -483,6 +492,19 @@ extern "C" fn nvmx_rs_vm_destroy(rs: *mut c_void) {
         // SAFETY: `rs` came from `Arc::into_raw` in `nvmx_rs_vm_init`, and
         // the shim calls this once, after the notifier is unregistered.
         drop(unsafe { Arc::<VmState>::from_raw(rs.cast()) });
+        LIVE_VMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_live(mappings: *mut u64, vms: *mut u64) {
+    if mappings.is_null() || vms.is_null() {
+        return;
+    }
+    // SAFETY: The shim passes two valid out-pointers.
+    unsafe {
+        *mappings = LIVE_MAPPINGS.load(Ordering::Relaxed);
+        *vms = LIVE_VMS.load(Ordering::Relaxed);
     }
 }
 

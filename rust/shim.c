@@ -7,7 +7,8 @@
  * Per VM this file owns a struct nvmx_vm: the VM's own mmu_notifier, whose
  * callbacks forward to Rust, and the VM's statistics file in debugfs
  * (/sys/kernel/debug/nvmx_gpc/<pid>-<serial>).  The Rust state hangs off
- * nvmx_vm->rs.
+ * nvmx_vm->rs.  /sys/kernel/debug/nvmx_gpc/live counts the kernel mappings
+ * and VM states alive module-wide, for leak checks.
  */
 #include <linux/atomic.h>
 #include <linux/build_bug.h>
@@ -283,6 +284,16 @@ static int nvmx_stats_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(nvmx_stats);
 
+static int nvmx_live_show(struct seq_file *m, void *unused)
+{
+	u64 mappings, vms;
+
+	nvmx_rs_live(&mappings, &vms);
+	seq_printf(m, "mappings %llu\nvms %llu\n", mappings, vms);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(nvmx_live);
+
 /* --- The provider table. --- */
 
 static int shim_vm_init(struct kvm *kvm, void **vm_priv)
@@ -388,6 +399,7 @@ int nvmx_shim_register(void)
 	int r;
 
 	nvmx_debugfs_dir = debugfs_create_dir("nvmx_gpc", NULL);
+	debugfs_create_file("live", 0444, nvmx_debugfs_dir, NULL, &nvmx_live_fops);
 	r = kvm_nvmx_register_page_ops(&nvmx_gpc_ops);
 	if (r)
 		debugfs_remove(nvmx_debugfs_dir);
