@@ -152,7 +152,6 @@ static int run_deterministic(enum mode mode)
 {
 	struct nvmx_stats st0, st1;
 	struct ucall uc, res, next;
-	struct nvmx_shared *sh;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
 	char path[PATH_MAX], why[256];
@@ -161,8 +160,8 @@ static int run_deterministic(enum mode mode)
 	bool stats;
 	int fails = 0, stuck = 0;
 
-	sh = nvmx_create_vm(&vm, &vcpu, l1_guest_code,
-			    NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
+	nvmx_create_vm(&vm, &vcpu, l1_guest_code,
+		       NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
 	l2_mode = mode;
 	sync_global_to_guest(vm, l2_mode);
 	slot = nvmx_page_hva(vm, 0);
@@ -270,7 +269,6 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 	uint64_t first_stale_cr8 = 0, first_stale_gen = 0;
 	struct nvmx_stats st0, st1;
 	char path[PATH_MAX];
-	struct nvmx_shared *sh;
 	struct kvm_vcpu *vcpu;
 	struct race race = {};
 	struct kvm_vm *vm;
@@ -279,8 +277,8 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 	bool stats, ok;
 	int fails = 0;
 
-	sh = nvmx_create_vm(&vm, &vcpu, l1_guest_code,
-			    NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
+	nvmx_create_vm(&vm, &vcpu, l1_guest_code,
+		       NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
 	l2_mode = MODE_RACE;
 	l2_race_iters = iters;
 	sync_global_to_guest(vm, l2_mode);
