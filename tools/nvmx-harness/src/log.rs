@@ -16,15 +16,22 @@
 //!
 //! `xfail=1` on the end marker means the plan expects the test to fail in
 //! this phase (`run <name> xfail=<phases> ...`, e.g. a test that detects a
-//! stale mapping of stock KVM): a failure is then XFAIL, not counted as a
-//! failure but listed with its reason, and a pass is XPASS, which fails the
-//! run because the test no longer detects what it was written to detect.
+//! stale mapping of stock KVM): a kselftest failure (rc=1) is then XFAIL,
+//! not counted as a failure but listed with its reason, and a pass is XPASS,
+//! which fails the run because the test no longer detects what it was
+//! written to detect. Any other failure (an assertion abort, a signal) is
+//! still a FAIL.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Exit code with which a kselftest reports that it skipped.
 pub const KSFT_SKIP: i32 = 4;
+
+/// Exit code of a kselftest whose checks ran and some failed (`ksft_finished`).
+/// Only this is an expected failure: an assertion abort (254), a signal or
+/// a timeout of an xfail test is still a FAIL.
+pub const KSFT_FAIL: i32 = 1;
 
 /// The outcome of one test in one phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,7 +234,7 @@ impl Log {
                             Some(e) => format!("rc={rc}: {e}"),
                             None => format!("rc={rc}"),
                         };
-                        if xfail {
+                        if xfail && rc == KSFT_FAIL {
                             Status::XFail(why)
                         } else {
                             Status::Fail(why)
@@ -722,13 +729,17 @@ mod tests {
         );
         assert!(s.contains("  XFAIL stock/race: rc=1: not ok 3 dontneed: stale virtual-APIC page"));
         assert!(s.contains("1 passed, 0 failed, 0 skipped, 1 failed as expected (XFAIL)"));
-        // A skip stays a skip, and xfail=0 or no xfail is an ordinary failure.
+        // A skip stays a skip, an assertion abort is not the expected
+        // failure, and xfail=0 or no xfail is an ordinary failure.
         let log = Log::parse(
             "@@TEST-START stock a\n@@TEST-END stock a rc=4 xfail=1\n\
-             @@TEST-START stock b\n@@TEST-END stock b rc=1 xfail=0\n@@NVMX-DONE\n",
+             @@TEST-START stock b\n@@TEST-END stock b rc=1 xfail=0\n\
+             @@TEST-START stock c\n# ==== Test Assertion Failure ====\n@@TEST-END stock c rc=254 xfail=1\n\
+             @@NVMX-DONE\n",
         );
         assert_eq!(log.results[0].status.label(), "SKIP");
         assert_eq!(log.results[1].status.label(), "FAIL");
+        assert_eq!(log.results[2].status.label(), "FAIL");
         assert!(!log.success());
     }
 
