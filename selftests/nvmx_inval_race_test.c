@@ -29,8 +29,10 @@
  *
  *   race      a host thread replaces the virtual-APIC page again and again
  *             (a new page with the next VTPR value mremap()ed over it; at
- *             most -n times) while L2 loops reading CR8 and exiting to
- *             userspace, and to L1 every 8th time; each CR8 value L2 reports
+ *             most -n times, and at most once per KVM_RUN so that the
+ *             replacements spread over the loop) while L2 loops -i times
+ *             reading CR8 and exiting to userspace, and to L1 every 8th
+ *             time; each CR8 value L2 reports
  *             must be one the thread had published between the start and
  *             the end of that KVM_RUN.
  *
@@ -233,6 +235,7 @@ struct race {
 	void *vapic;		/* HVA of the virtual-APIC page */
 	uint64_t max_gens;
 	uint64_t gen;		/* last generation fully in place */
+	uint64_t runs;		/* KVM_RUNs the vCPU thread has completed */
 	bool stop;
 };
 
@@ -245,10 +248,20 @@ static uint64_t gen_cr8(uint64_t g)
 static void *race_thread(void *arg)
 {
 	struct race *r = arg;
-	uint64_t g;
+	uint64_t g, seen = 0;
 	void *p;
 
-	for (g = 1; g <= r->max_gens && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); g++) {
+	for (g = 1; g <= r->max_gens; g++) {
+		/*
+		 * At most one replacement per KVM_RUN of the vCPU, so that they
+		 * spread over the whole loop instead of all landing before it.
+		 */
+		while (__atomic_load_n(&r->runs, __ATOMIC_ACQUIRE) == seen) {
+			if (__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
+				return NULL;
+			sched_yield();
+		}
+		seen = __atomic_load_n(&r->runs, __ATOMIC_ACQUIRE);
 		p = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		TEST_ASSERT(p != MAP_FAILED, "mmap: %s", strerror(errno));
@@ -296,6 +309,7 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 		g0 = __atomic_load_n(&race.gen, __ATOMIC_ACQUIRE);
 		nvmx_run_to_sync(vcpu, SYNC_RACE, &uc);
 		g1 = __atomic_load_n(&race.gen, __ATOMIC_ACQUIRE);
+		__atomic_store_n(&race.runs, i + 1, __ATOMIC_RELEASE);
 		TEST_ASSERT(uc.args[2] == i, "L2 iteration %lu, expected %lu", uc.args[2], i);
 		cr8 = uc.args[3];
 		/* A page in place at some time during this KVM_RUN. */
@@ -349,7 +363,7 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 
 int main(int argc, char *argv[])
 {
-	uint64_t iters = 200, gens = 100;
+	uint64_t iters = 200, gens = 200;
 	int opt, m, first = 0, last = MODE_RACE, plan = 0;
 
 	while ((opt = getopt(argc, argv, "m:n:i:h")) != -1) {
