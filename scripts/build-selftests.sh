@@ -15,8 +15,12 @@ KVM_ST=$KSRC/tools/testing/selftests/kvm
 mkdir -p "$OUT/selftests"
 
 # Our tests build inside the kernel's selftest tree, next to the upstream
-# ones, so they use the same library, flags and headers.
+# ones, so they use the same library, flags and headers (our shared
+# selftests/*.h are linked next to them too).
 OURS=()
+for h in "$NVMX_ROOT"/selftests/*.h; do
+	[ -e "$h" ] && ln -sf "$h" "$KVM_ST/x86_64/$(basename "$h")"
+done
 for c in "$NVMX_ROOT"/selftests/*.c; do
 	name=$(basename "$c" .c)
 	ln -sf "$c" "$KVM_ST/x86_64/$name.c"

@@ -9,6 +9,7 @@
 #                              module with the page cache
 #     --inject fail|hang       add a canary that fails or hangs (harness check)
 #     --name NAME              results directory name (default: emulator-plan)
+#     --cpus N                 emulated CPUs (default 1)
 #     --total/--test/--silence SECONDS   host wall-time limits
 #
 # Bochs 2.7 emulates VMX (the nested tests run there); QEMU TCG does not and
@@ -18,13 +19,14 @@
 
 EMU=${1:-}
 shift || true
-PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=()
+PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=() CPUS=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--plan) PLAN=$2; shift 2 ;;
 	--phases) PHASES=$2; shift 2 ;;
 	--inject) INJECT=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
+	--cpus) CPUS=$2; shift 2 ;;
 	--total|--test|--silence) LIMITS+=("$1" "$2"); shift 2 ;;
 	*) die "unknown option $1" ;;
 	esac
@@ -51,7 +53,7 @@ config_interface: textconfig
 megs: 2048
 romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot
 vgaromimage: file=/usr/share/vgabios/vgabios.bin
-cpu: model=tigerlake, count=1, ips=100000000, reset_on_triple_fault=1, ignore_bad_msrs=1
+cpu: model=tigerlake, count=$CPUS, ips=100000000, reset_on_triple_fault=1, ignore_bad_msrs=1
 pci: enabled=1, chipset=i440fx
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
 ata0-master: type=cdrom, path=$ISO, status=inserted
@@ -69,7 +71,7 @@ RC
 	DEFAULT_LIMITS=(--total 3000 --test 900 --silence 600)
 	;;
 qemu)
-	CMD=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 1 -display none -monitor none
+	CMD=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp "$CPUS" -display none -monitor none
 		-no-reboot -serial "file:$RES/serial.out"
 		-kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$OUT/image/initrd.gz"
 		-append "$ARGS")
@@ -87,7 +89,7 @@ if [ "$EMU" = bochs ]; then
 		flock 9
 	fi
 fi
-log "booting $EMU: plan=$PLAN phases=$PHASES${INJECT:+ inject=$INJECT} -> $RES"
+log "booting $EMU ($CPUS CPU): plan=$PLAN phases=$PHASES${INJECT:+ inject=$INJECT} -> $RES"
 rc=0
 "$HARNESS" run --serial "$RES/serial.out" --results "$RES" \
 	"${DEFAULT_LIMITS[@]}" "${LIMITS[@]}" -- "${CMD[@]}" || rc=$?

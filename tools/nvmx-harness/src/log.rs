@@ -5,7 +5,7 @@
 //! ```text
 //! @@TEST-START <phase> <name>
 //! ...test output...
-//! @@TEST-END <phase> <name> rc=<exit code>
+//! @@TEST-END <phase> <name> rc=<exit code> [xfail=1]
 //! @@BENCH test=<t> mode=<m> iters=<n> ticks=<t> per_rt=<p>
 //! @@NVMX-DONE
 //! ```
@@ -13,12 +13,25 @@
 //! Kernel messages share the console, so a marker may be preceded by other
 //! text on its line; it is searched for anywhere in the line. Exit code 0 is
 //! a pass, 4 is a kselftest skip, anything else a failure.
+//!
+//! `xfail=1` on the end marker means the plan expects the test to fail in
+//! this phase (`run <name> xfail=<phases> ...`, e.g. a test that detects a
+//! stale mapping of stock KVM): a kselftest failure (rc=1) is then XFAIL,
+//! not counted as a failure but listed with its reason, and a pass is XPASS,
+//! which fails the run because the test no longer detects what it was
+//! written to detect. Any other failure (an assertion abort, a signal) is
+//! still a FAIL.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Exit code with which a kselftest reports that it skipped.
 pub const KSFT_SKIP: i32 = 4;
+
+/// Exit code of a kselftest whose checks ran and some failed (`ksft_finished`).
+/// Only this is an expected failure: an assertion abort (254), a signal or
+/// a timeout of an xfail test is still a FAIL.
+pub const KSFT_FAIL: i32 = 1;
 
 /// The outcome of one test in one phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +43,15 @@ pub enum Status {
     Timeout(String),
     /// Started, never finished, and the log simply ends.
     Incomplete,
+    /// Failed where the plan expects it to fail; the failure text.
+    XFail(String),
+    /// Passed where the plan expects it to fail: a failure of the run.
+    XPass,
 }
+
+/// Why an XPASS fails the run.
+pub const XPASS_REASON: &str =
+    "expected to fail in this phase; the test no longer detects stock's stale mapping";
 
 impl Status {
     pub fn label(&self) -> &'static str {
@@ -40,11 +61,13 @@ impl Status {
             Status::Fail(_) => "FAIL",
             Status::Timeout(_) => "TIMEOUT",
             Status::Incomplete => "INCOMPLETE",
+            Status::XFail(_) => "XFAIL",
+            Status::XPass => "XPASS",
         }
     }
 
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Status::Pass | Status::Skip(_))
+        !matches!(self, Status::Pass | Status::Skip(_) | Status::XFail(_))
     }
 }
 
@@ -184,6 +207,7 @@ impl Log {
                 let phase = words.next().unwrap_or("?").to_string();
                 let name = words.next().unwrap_or("?").to_string();
                 let rc = kv(m, "rc").and_then(|v| v.parse::<i32>().ok());
+                let xfail = kv(m, "xfail") == Some("1");
                 let run = match self.current.take() {
                     Some(r) if r.phase == phase && r.name == name => r,
                     other => {
@@ -202,12 +226,20 @@ impl Log {
                     }
                 };
                 let status = match rc {
+                    Some(0) if xfail => Status::XPass,
                     Some(0) => Status::Pass,
                     Some(KSFT_SKIP) => Status::Skip(run.last_skip.unwrap_or_default()),
-                    Some(rc) => Status::Fail(match run.last_error {
-                        Some(e) => format!("rc={rc}: {e}"),
-                        None => format!("rc={rc}"),
-                    }),
+                    Some(rc) => {
+                        let why = match run.last_error {
+                            Some(e) => format!("rc={rc}: {e}"),
+                            None => format!("rc={rc}"),
+                        };
+                        if xfail && rc == KSFT_FAIL {
+                            Status::XFail(why)
+                        } else {
+                            Status::Fail(why)
+                        }
+                    }
                     None => Status::Fail("unreadable end marker".into()),
                 };
                 let wall = match (run.started, t) {
@@ -263,6 +295,10 @@ impl Log {
             }
             return;
         }
+        if text.starts_with("Totals:") {
+            // kselftest's closing counts ("... error:0"), never the reason.
+            return;
+        }
         if text.contains("Test Assertion Failure") {
             // kselftest prints the location, then errno, then the message.
             run.last_error = Some(text.to_string());
@@ -304,16 +340,26 @@ impl Log {
         }
     }
 
+    /// (passed, failed, skipped); XFAIL is in none of them, see `xfails`.
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for r in &self.results {
             match r.status {
                 Status::Pass => c.0 += 1,
                 Status::Skip(_) => c.2 += 1,
+                Status::XFail(_) => {}
                 _ => c.1 += 1,
             }
         }
         c
+    }
+
+    /// Tests that failed where the plan expects them to.
+    pub fn xfails(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.status, Status::XFail(_)))
+            .count()
     }
 
     /// Whether the whole run succeeded: the plan finished, nothing failed,
@@ -354,8 +400,11 @@ impl Log {
         let mut details = String::new();
         for r in &self.results {
             let why = match &r.status {
-                Status::Skip(w) | Status::Fail(w) | Status::Timeout(w) => w.as_str(),
+                Status::Skip(w) | Status::Fail(w) | Status::Timeout(w) | Status::XFail(w) => {
+                    w.as_str()
+                }
                 Status::Incomplete => "no end marker: the run stopped during this test",
+                Status::XPass => XPASS_REASON,
                 Status::Pass => continue,
             };
             let _ = writeln!(
@@ -396,7 +445,13 @@ impl Log {
         }
         out.push_str(&self.bench_table());
         let (p, f, s) = self.counts();
-        let _ = writeln!(out, "{p} passed, {f} failed, {s} skipped");
+        let _ = write!(out, "{p} passed, {f} failed, {s} skipped");
+        match self.xfails() {
+            0 => out.push('\n'),
+            x => {
+                let _ = writeln!(out, ", {x} failed as expected (XFAIL)");
+            }
+        }
         out
     }
 
@@ -645,6 +700,63 @@ mod tests {
             row.split_whitespace().collect::<Vec<_>>(),
             ["vmx_pmu_caps_test", "SKIP", "-"]
         );
+    }
+
+    #[test]
+    fn expected_failure_is_xfail_with_its_reason() {
+        let log = Log::parse(
+            "@@TEST-START stock race\n# not ok 3 dontneed: stale virtual-APIC page: L2 read TPR 0x30, host wrote 0x90\n\
+             # # Totals: pass:1 fail:2 xfail:0 xpass:0 skip:1 error:0\n\
+             @@TEST-END stock race rc=1 xfail=1 uptime=3.0\n@@TEST-START stock other\n\
+             @@TEST-END stock other rc=0\n@@NVMX-DONE\n",
+        );
+        assert_eq!(
+            log.results[0].status,
+            Status::XFail(
+                "rc=1: not ok 3 dontneed: stale virtual-APIC page: L2 read TPR 0x30, host wrote 0x90"
+                    .into()
+            )
+        );
+        assert!(!log.results[0].status.is_failure());
+        assert_eq!(log.counts(), (1, 0, 0));
+        assert_eq!(log.xfails(), 1);
+        assert!(log.success(), "an expected failure must not fail the run");
+        let s = log.summary();
+        let row = s.lines().find(|l| l.starts_with("race")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["race", "XFAIL"]
+        );
+        assert!(s.contains("  XFAIL stock/race: rc=1: not ok 3 dontneed: stale virtual-APIC page"));
+        assert!(s.contains("1 passed, 0 failed, 0 skipped, 1 failed as expected (XFAIL)"));
+        // A skip stays a skip, an assertion abort is not the expected
+        // failure, and xfail=0 or no xfail is an ordinary failure.
+        let log = Log::parse(
+            "@@TEST-START stock a\n@@TEST-END stock a rc=4 xfail=1\n\
+             @@TEST-START stock b\n@@TEST-END stock b rc=1 xfail=0\n\
+             @@TEST-START stock c\n# ==== Test Assertion Failure ====\n@@TEST-END stock c rc=254 xfail=1\n\
+             @@NVMX-DONE\n",
+        );
+        assert_eq!(log.results[0].status.label(), "SKIP");
+        assert_eq!(log.results[1].status.label(), "FAIL");
+        assert_eq!(log.results[2].status.label(), "FAIL");
+        assert!(!log.success());
+    }
+
+    #[test]
+    fn unexpected_pass_is_xpass_and_fails_the_run() {
+        let log = Log::parse(
+            "@@TEST-START module race\n# ok 1 race\n@@TEST-END module race rc=0 xfail=1\n@@NVMX-DONE\n",
+        );
+        assert_eq!(log.results[0].status, Status::XPass);
+        assert!(log.results[0].status.is_failure());
+        assert_eq!(log.counts(), (0, 1, 0));
+        assert!(!log.success(), "an unexpected pass must fail the run");
+        let s = log.summary();
+        assert!(s.contains(
+            "  XPASS module/race: expected to fail in this phase; the test no longer detects stock's stale mapping"
+        ));
+        assert!(s.contains("0 passed, 1 failed, 0 skipped\n"));
     }
 
     #[test]

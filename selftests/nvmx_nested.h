@@ -1,0 +1,658 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * nvmx_nested.h: L1 and L2 code shared by the nvmx-gpc page-cache selftests.
+ *
+ * The tests put the three L1 pages that nested VMX maps for vmcs02 and that
+ * this emulator can exercise (MSR bitmap, APIC-access page, virtual-APIC
+ * page) in a memslot of their own (NVMX_PAGES_SLOT at NVMX_PAGES_GPA, or
+ * /dev/mem memory for the unmanaged tests), identity-mapped into L1's page
+ * tables, so the host can replace, protect, migrate, move or delete them.
+ *
+ * L1 is a small generic hypervisor (nvmx_l1_main()): it enters L2 and then
+ * handles every exit, counting them in struct nvmx_shared:
+ *   VMCALL       an L2 request (nvmx_shared.cmd): rewrite the MSR bitmap,
+ *                store or load the virtual TPR, or stop;
+ *   MSR_READ/MSR_WRITE, APIC_ACCESS
+ *                counted, the exit qualification kept, and L2 advanced past
+ *                the instruction.
+ * Any other exit reason is a guest assertion failure.  L2 shares L1's page
+ * tables and memory, so it reads the counters directly to see whether an
+ * instruction exited to L1, and it can exit straight to userspace with
+ * GUEST_SYNC (L1 does not intercept port I/O): the vCPU then stays in guest
+ * mode with vmcs02 pointing at the pages, which is where the host changes
+ * them.
+ *
+ * L1 does not preserve L2's registers across an exit to L1, so every L2
+ * instruction that may exit to L1 runs inside nvmx_l2_exit_insn(), which
+ * saves L2's callee-saved registers on L2's own stack (RSP survives the exit
+ * in vmcs12) and tells the compiler the rest are clobbered.
+ */
+#ifndef SELFTEST_NVMX_NESTED_H
+#define SELFTEST_NVMX_NESTED_H
+
+#include <stdint.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+#include "vmx.h"
+#include "hyperv.h"
+#include "evmcs.h"
+
+#define NVMX_PAGES_GPA		0xc0000000ul
+#define NVMX_PAGES_SLOT		10
+#define NVMX_NR_PAGES		3
+
+enum nvmx_page {
+	NVMX_PG_MSR_BITMAP,
+	NVMX_PG_APIC_ACCESS,
+	NVMX_PG_VAPIC,
+};
+
+#define NVMX_APIC_TPR		0x80
+
+/* The MSRs whose intercepts the tests flip (index = bit pair in a pattern). */
+#define NVMX_NR_MSRS		4
+static const uint32_t nvmx_msrs[NVMX_NR_MSRS] = {
+	MSR_FS_BASE,		/* L0 passes these three through to L2 when */
+	MSR_GS_BASE,		/* L1 does, so the merged bitmap in vmcs02 is */
+	MSR_KERNEL_GS_BASE,	/* what decides; */
+	MSR_IA32_SYSENTER_CS,	/* L0 intercepts this one and asks L1's bitmap */
+};
+
+/* Pattern bits: 2 * i = intercept reads of nvmx_msrs[i], 2 * i + 1 = writes. */
+#define NVMX_RD(i)		(1ul << (2 * (i)))
+#define NVMX_WR(i)		(1ul << (2 * (i) + 1))
+
+enum nvmx_cmd {
+	NVMX_CMD_NOP,
+	NVMX_CMD_MSR_BITMAP,	/* arg: intercept pattern */
+	NVMX_CMD_SET_VTPR,	/* arg: value for VTPR (offset 0x80) */
+	NVMX_CMD_GET_VTPR,	/* L1 copies VTPR to vtpr */
+	NVMX_CMD_DONE,		/* L1 leaves the loop and reports UCALL_DONE */
+};
+
+#define NVMX_USE_MSR_BITMAP	BIT(0)
+#define NVMX_USE_APIC_ACCESS	BIT(1)
+#define NVMX_USE_VAPIC		BIT(2)
+#define NVMX_USE_EVMCS		BIT(3)
+
+/* One page in L1 memory, shared by the host (setup), L1 and L2. */
+struct nvmx_shared {
+	/* Set by the host. */
+	uint64_t use;
+	uint64_t page_gpa[NVMX_NR_PAGES];
+	/* L2 -> L1 request, read by L1 on VMCALL. */
+	uint64_t cmd;
+	uint64_t arg;
+	/* Exit counters and results, written by L1. */
+	uint64_t nr_vmcall;
+	uint64_t nr_msr_read;
+	uint64_t nr_msr_write;
+	uint64_t nr_apic_access;
+	uint64_t apic_qual;
+	uint64_t vtpr;
+	/* Set by the host while L2 is parked: NVMX_L2_* flags. */
+	uint64_t l2_flags;
+};
+
+/* L2 must not touch the APIC-access page after parking (slot deleted). */
+#define NVMX_L2_NO_APIC_READ	BIT(0)
+
+/* The guest's view of the shared page; L1 sets it before entering L2. */
+static struct nvmx_shared *nvmx_sh;
+
+/*
+ * Run one instruction in L2 that may exit to L1: 128 bytes skip the red
+ * zone, RBP/RBX/R12-R15 are saved on the stack, the rest is clobbered.
+ */
+#define nvmx_l2_exit_insn(insn, ...)						\
+	__asm__ __volatile__("sub $128, %%rsp\n\t"				\
+			     "push %%rbp\n\tpush %%rbx\n\tpush %%r12\n\t"	\
+			     "push %%r13\n\tpush %%r14\n\tpush %%r15\n\t"	\
+			     insn "\n\t"					\
+			     "pop %%r15\n\tpop %%r14\n\tpop %%r13\n\t"		\
+			     "pop %%r12\n\tpop %%rbx\n\tpop %%rbp\n\t"		\
+			     "add $128, %%rsp"					\
+			     __VA_ARGS__)
+
+#define NVMX_CLOBBERS "rsi", "rdi", "r8", "r9", "r10", "r11", "memory", "cc"
+
+/* Ask L1 to do @cmd (VMCALL). */
+static inline void nvmx_l2_call(uint64_t cmd, uint64_t arg)
+{
+	nvmx_sh->cmd = cmd;
+	nvmx_sh->arg = arg;
+	nvmx_l2_exit_insn("vmcall", : : : "rax", "rcx", "rdx", NVMX_CLOBBERS);
+}
+
+/* RDMSR/WRMSR from L2; true if the instruction exited to L1. */
+static inline bool nvmx_l2_rdmsr_exits(uint32_t msr)
+{
+	uint64_t before = READ_ONCE(nvmx_sh->nr_msr_read);
+	uint64_t c = msr, a, d;
+
+	nvmx_l2_exit_insn("rdmsr", : "+c"(c), "=a"(a), "=d"(d) : : NVMX_CLOBBERS);
+	return READ_ONCE(nvmx_sh->nr_msr_read) != before;
+}
+
+static inline bool nvmx_l2_wrmsr_exits(uint32_t msr, uint64_t val)
+{
+	uint64_t before = READ_ONCE(nvmx_sh->nr_msr_write);
+	uint64_t c = msr, a = (uint32_t)val, d = val >> 32;
+
+	nvmx_l2_exit_insn("wrmsr", : "+c"(c), "+a"(a), "+d"(d) : : NVMX_CLOBBERS);
+	return READ_ONCE(nvmx_sh->nr_msr_write) != before;
+}
+
+/*
+ * 32-bit read or write of the APIC-access page at @offset, always encoded
+ * in two bytes (8b 08 / 89 08), so L1 can skip it without relying on the
+ * VM-exit instruction length.  Returns true if it exited to L1.
+ */
+static inline bool nvmx_l2_apic_read_exits(uint64_t offset, uint32_t *val)
+{
+	uint64_t before = READ_ONCE(nvmx_sh->nr_apic_access);
+	uint64_t p = nvmx_sh->page_gpa[NVMX_PG_APIC_ACCESS] + offset, v = 0;
+
+	nvmx_l2_exit_insn(".byte 0x8b, 0x08 /* mov (%%rax), %%ecx */",
+			  : "+a"(p), "+c"(v) : : "rdx", NVMX_CLOBBERS);
+	*val = v;
+	return READ_ONCE(nvmx_sh->nr_apic_access) != before;
+}
+
+static inline bool nvmx_l2_apic_write_exits(uint64_t offset, uint32_t val)
+{
+	uint64_t before = READ_ONCE(nvmx_sh->nr_apic_access);
+	uint64_t p = nvmx_sh->page_gpa[NVMX_PG_APIC_ACCESS] + offset, v = val;
+
+	nvmx_l2_exit_insn(".byte 0x89, 0x08 /* mov %%ecx, (%%rax) */",
+			  : "+a"(p), "+c"(v) : : "rdx", NVMX_CLOBBERS);
+	return READ_ONCE(nvmx_sh->nr_apic_access) != before;
+}
+
+static inline uint64_t nvmx_l2_read_cr8(void)
+{
+	uint64_t cr8;
+
+	__asm__ __volatile__("mov %%cr8, %0" : "=r"(cr8) : : "memory");
+	return cr8;
+}
+
+static inline void nvmx_l2_write_cr8(uint64_t cr8)
+{
+	__asm__ __volatile__("mov %0, %%cr8" : : "r"(cr8) : "memory");
+}
+
+/* Stop L2 for good: L1 reports UCALL_DONE. */
+static inline void nvmx_l2_done(void)
+{
+	nvmx_l2_call(NVMX_CMD_DONE, 0);
+	GUEST_FAIL("L2 resumed after NVMX_CMD_DONE");
+}
+
+/* Rewrite the intercepts of nvmx_msrs[] in the MSR bitmap at @bitmap. */
+static inline void nvmx_write_msr_bitmap(uint8_t *bitmap, uint64_t pattern)
+{
+	int i;
+
+	for (i = 0; i < NVMX_NR_MSRS; i++) {
+		uint32_t msr = nvmx_msrs[i];
+		uint32_t base = msr >= 0xc0000000u ? 0x400 : 0;
+		uint32_t bit = msr & 0x1fff;
+		uint8_t *rd = bitmap + base + bit / 8;
+		uint8_t *wr = bitmap + base + 0x800 + bit / 8;
+		uint8_t mask = 1 << (bit % 8);
+
+		*rd = (pattern & NVMX_RD(i)) ? (*rd | mask) : (*rd & ~mask);
+		*wr = (pattern & NVMX_WR(i)) ? (*wr | mask) : (*wr & ~mask);
+	}
+}
+
+static inline void nvmx_l1_enable_pages(void)
+{
+	struct nvmx_shared *sh = nvmx_sh;
+	uint32_t ctl;
+
+	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
+	if (sh->use & NVMX_USE_MSR_BITMAP)
+		ctl |= CPU_BASED_USE_MSR_BITMAPS;
+	if (sh->use & NVMX_USE_VAPIC)
+		ctl |= CPU_BASED_TPR_SHADOW;
+	if (sh->use & NVMX_USE_APIC_ACCESS)
+		ctl |= CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
+	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
+
+	if (sh->use & NVMX_USE_APIC_ACCESS) {
+		ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
+		ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
+		GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
+		GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR,
+				      sh->page_gpa[NVMX_PG_APIC_ACCESS]));
+	}
+	if (sh->use & NVMX_USE_MSR_BITMAP)
+		GUEST_ASSERT(!vmwrite(MSR_BITMAP, sh->page_gpa[NVMX_PG_MSR_BITMAP]));
+	if (sh->use & NVMX_USE_VAPIC) {
+		GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR,
+				      sh->page_gpa[NVMX_PG_VAPIC]));
+		GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
+	}
+	if (sh->use & NVMX_USE_EVMCS) {
+		/* KVM may skip the merge while L1 reports the bitmap clean. */
+		current_evmcs->hv_enlightenments_control.msr_bitmap = 1;
+	}
+}
+
+static inline void nvmx_l1_skip(uint64_t len)
+{
+	GUEST_ASSERT(!vmwrite(GUEST_RIP, vmreadz(GUEST_RIP) + len));
+}
+
+/* Handle an L2 VMCALL; false when L2 asked to stop. */
+static inline bool nvmx_l1_vmcall(void)
+{
+	struct nvmx_shared *sh = nvmx_sh;
+	volatile uint32_t *vtpr;
+
+	sh->nr_vmcall++;
+	nvmx_l1_skip(3);
+	switch (sh->cmd) {
+	case NVMX_CMD_NOP:
+		break;
+	case NVMX_CMD_MSR_BITMAP:
+		nvmx_write_msr_bitmap((uint8_t *)sh->page_gpa[NVMX_PG_MSR_BITMAP],
+				      sh->arg);
+		if (sh->use & NVMX_USE_EVMCS)
+			current_evmcs->hv_clean_fields &=
+				~HV_VMX_ENLIGHTENED_CLEAN_FIELD_MSR_BITMAP;
+		break;
+	case NVMX_CMD_SET_VTPR:
+		vtpr = (uint32_t *)(sh->page_gpa[NVMX_PG_VAPIC] + NVMX_APIC_TPR);
+		*vtpr = sh->arg;
+		break;
+	case NVMX_CMD_GET_VTPR:
+		vtpr = (uint32_t *)(sh->page_gpa[NVMX_PG_VAPIC] + NVMX_APIC_TPR);
+		sh->vtpr = *vtpr;
+		break;
+	case NVMX_CMD_DONE:
+		return false;
+	default:
+		GUEST_FAIL("unknown L2 request %lu", sh->cmd);
+	}
+	sh->cmd = NVMX_CMD_NOP;
+	return true;
+}
+
+/*
+ * L1: enter L2 at @l2_code with the pages @sh->use asks for, handle its
+ * exits until it asks to stop, then GUEST_DONE.  @hv is used only with
+ * NVMX_USE_EVMCS.
+ */
+static inline void nvmx_l1_main(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
+				struct nvmx_shared *sh, void *l2_code,
+				unsigned long *l2_stack_top)
+{
+	uint32_t reason;
+	bool running = true;
+
+	nvmx_sh = sh;
+	if (sh->use & NVMX_USE_EVMCS) {
+		wrmsr(HV_X64_MSR_GUEST_OS_ID, HYPERV_LINUX_OS_ID);
+		enable_vp_assist(hv->vp_assist_gpa, hv->vp_assist);
+		evmcs_enable();
+	}
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
+	if (sh->use & NVMX_USE_EVMCS)
+		GUEST_ASSERT(load_evmcs(hv));
+	else
+		GUEST_ASSERT(load_vmcs(vmx));
+	prepare_vmcs(vmx, l2_code, l2_stack_top);
+	nvmx_l1_enable_pages();
+
+	GUEST_ASSERT(!vmlaunch());
+	while (running) {
+		if (sh->use & NVMX_USE_EVMCS)
+			current_evmcs->hv_clean_fields |=
+				HV_VMX_ENLIGHTENED_CLEAN_FIELD_MSR_BITMAP;
+		reason = vmreadz(VM_EXIT_REASON);
+		switch (reason) {
+		case EXIT_REASON_VMCALL:
+			running = nvmx_l1_vmcall();
+			break;
+		case EXIT_REASON_MSR_READ:
+			sh->nr_msr_read++;
+			nvmx_l1_skip(2);
+			break;
+		case EXIT_REASON_MSR_WRITE:
+			sh->nr_msr_write++;
+			nvmx_l1_skip(2);
+			break;
+		case EXIT_REASON_APIC_ACCESS:
+			sh->nr_apic_access++;
+			sh->apic_qual = vmreadz(EXIT_QUALIFICATION);
+			nvmx_l1_skip(2);
+			break;
+		default:
+			GUEST_FAIL("unexpected exit to L1: reason 0x%x, qualification 0x%lx",
+				   reason, vmreadz(EXIT_QUALIFICATION));
+		}
+		if (running)
+			GUEST_ASSERT(!vmresume());
+	}
+	GUEST_DONE();
+}
+
+/* Host: the page slot in ordinary anonymous memory, mapped 1:1 for L1. */
+static inline void nvmx_add_page_slot(struct kvm_vm *vm)
+{
+	void *hva;
+
+	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, NVMX_PAGES_GPA,
+				    NVMX_PAGES_SLOT, NVMX_NR_PAGES, 0);
+	hva = addr_gpa2hva(vm, NVMX_PAGES_GPA);
+	/* 4 KiB pages, so that replacing one page does not split a THP. */
+	madvise(hva, NVMX_NR_PAGES * getpagesize(), MADV_NOHUGEPAGE);
+	memset(hva, 0, NVMX_NR_PAGES * getpagesize());
+	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, NVMX_NR_PAGES);
+}
+
+static inline void nvmx_fill_shared(struct nvmx_shared *sh, uint64_t use,
+				    uint64_t base_gpa)
+{
+	int i;
+
+	memset(sh, 0, sizeof(*sh));
+	sh->use = use;
+	for (i = 0; i < NVMX_NR_PAGES; i++)
+		sh->page_gpa[i] = base_gpa + i * getpagesize();
+}
+
+static inline void *nvmx_page_hva(struct kvm_vm *vm, enum nvmx_page pg)
+{
+	return addr_gpa2hva(vm, NVMX_PAGES_GPA + pg * getpagesize());
+}
+
+static inline uint32_t *nvmx_vtpr_hva(struct kvm_vm *vm)
+{
+	return (uint32_t *)((uint8_t *)nvmx_page_hva(vm, NVMX_PG_VAPIC) + NVMX_APIC_TPR);
+}
+
+/* The MSR-bitmap pattern and the APIC offset of iteration @i. */
+static inline uint64_t nvmx_pattern(uint64_t i)
+{
+	return (i * 37 + 5) & 0xff;
+}
+
+static const uint16_t nvmx_apic_offsets[8] = {
+	0x20, 0x30, 0xb0, 0xd0, 0xe0, 0xf0, 0x300, 0x310,
+};
+
+/*
+ * One iteration of L2 using every page L1 enabled:
+ *   MSR bitmap: L1 rewrites it with nvmx_pattern(i); at the next entry each
+ *     RDMSR/WRMSR of nvmx_msrs[] must exit to L1 exactly when the pattern
+ *     intercepts it;
+ *   APIC-access page: a read and a write at nvmx_apic_offsets[i % 8] must
+ *     exit with EXIT_REASON_APIC_ACCESS and that offset and access type
+ *     (0 = linear read, 1 = linear write) in the exit qualification;
+ *   virtual-APIC page: L1 stores VTPR, L2 must read it through CR8, and the
+ *     CR8 value L2 writes must be what L1 then finds in the page; with the
+ *     APIC-access page too, a read of its TPR offset must not exit and must
+ *     return VTPR (TPR virtualization).
+ */
+static inline void nvmx_l2_exercise(uint64_t i)
+{
+	uint64_t use = nvmx_sh->use, pattern, cr8, want;
+	uint32_t val, off;
+	bool exited;
+	int m;
+
+	if (use & NVMX_USE_MSR_BITMAP) {
+		pattern = nvmx_pattern(i);
+		nvmx_l2_call(NVMX_CMD_MSR_BITMAP, pattern);
+		for (m = 0; m < NVMX_NR_MSRS; m++) {
+			exited = nvmx_l2_rdmsr_exits(nvmx_msrs[m]);
+			__GUEST_ASSERT(exited == !!(pattern & NVMX_RD(m)),
+				       "iteration %lu: RDMSR 0x%x %s L1, MSR bitmap pattern 0x%lx",
+				       i, nvmx_msrs[m], exited ? "exited to" : "did not exit to",
+				       pattern);
+			exited = nvmx_l2_wrmsr_exits(nvmx_msrs[m], 0);
+			__GUEST_ASSERT(exited == !!(pattern & NVMX_WR(m)),
+				       "iteration %lu: WRMSR 0x%x %s L1, MSR bitmap pattern 0x%lx",
+				       i, nvmx_msrs[m], exited ? "exited to" : "did not exit to",
+				       pattern);
+		}
+	}
+	if (use & NVMX_USE_APIC_ACCESS) {
+		off = nvmx_apic_offsets[i % 8];
+		__GUEST_ASSERT(nvmx_l2_apic_read_exits(off, &val),
+			       "iteration %lu: read of APIC-access page offset 0x%x did not exit",
+			       i, off);
+		__GUEST_ASSERT((nvmx_sh->apic_qual & 0xffff) == off,
+			       "APIC-access read exit qualification 0x%lx, want 0x%x",
+			       nvmx_sh->apic_qual, off);
+		__GUEST_ASSERT(nvmx_l2_apic_write_exits(off, 0),
+			       "iteration %lu: write of APIC-access page offset 0x%x did not exit",
+			       i, off);
+		__GUEST_ASSERT((nvmx_sh->apic_qual & 0xffff) == (0x1000 | off),
+			       "APIC-access write exit qualification 0x%lx, want 0x%x",
+			       nvmx_sh->apic_qual, 0x1000 | off);
+	}
+	if (use & NVMX_USE_VAPIC) {
+		want = i % 16;
+		nvmx_l2_call(NVMX_CMD_SET_VTPR, want << 4);
+		cr8 = nvmx_l2_read_cr8();
+		__GUEST_ASSERT(cr8 == want,
+			       "iteration %lu: L2 read CR8 %lu, L1 stored VTPR 0x%lx",
+			       i, cr8, want << 4);
+		if (use & NVMX_USE_APIC_ACCESS) {
+			__GUEST_ASSERT(!nvmx_l2_apic_read_exits(NVMX_APIC_TPR, &val),
+				       "iteration %lu: TPR read through the APIC-access page exited",
+				       i);
+			__GUEST_ASSERT(val == want << 4,
+				       "iteration %lu: TPR read through the APIC-access page gave 0x%x, VTPR 0x%lx",
+				       i, val, want << 4);
+		}
+		want = (i + 5) % 16;
+		nvmx_l2_write_cr8(want);
+		nvmx_l2_call(NVMX_CMD_GET_VTPR, 0);
+		__GUEST_ASSERT(nvmx_sh->vtpr >> 4 == want,
+			       "iteration %lu: L2 wrote CR8 %lu, L1 found VTPR 0x%lx",
+			       i, want, nvmx_sh->vtpr);
+	}
+}
+
+/* Host: L1 exits nvmx_l2_exercise(0..n-1) must have caused. */
+static inline void nvmx_expected_exits(uint64_t use, uint64_t n,
+				       struct nvmx_shared *want)
+{
+	uint64_t i, pattern;
+	int m;
+
+	memset(want, 0, sizeof(*want));
+	for (i = 0; i < n; i++) {
+		if (use & NVMX_USE_MSR_BITMAP) {
+			pattern = nvmx_pattern(i);
+			want->nr_vmcall++;
+			for (m = 0; m < NVMX_NR_MSRS; m++) {
+				want->nr_msr_read += !!(pattern & NVMX_RD(m));
+				want->nr_msr_write += !!(pattern & NVMX_WR(m));
+			}
+		}
+		if (use & NVMX_USE_APIC_ACCESS)
+			want->nr_apic_access += 2;
+		if (use & NVMX_USE_VAPIC)
+			want->nr_vmcall += 2;
+	}
+}
+
+/*
+ * The parked sequence of the invalidation and memslot tests.  The pages
+ * start as: MSR bitmap intercepting RDMSR of nvmx_msrs[0] only, VTPR 0x30.
+ *   1. L2 checks the start state and exits to userspace (SYNC_PARKED) with
+ *      the vCPU in L2: the host changes the pages, typically to a bitmap
+ *      intercepting RDMSR of nvmx_msrs[1] only and VTPR 0x90;
+ *   2. L2 resumes without an exit to L1 in between, reads CR8 and reads the
+ *      APIC-access page (SYNC_RESUMED);
+ *   3. L2 exits to L1 once (a new nested VM-Enter) and reports the RDMSR
+ *      exits and CR8 again (SYNC_NEXT_ENTRY).
+ * Each report is GUEST_SYNC_ARGS(stage, cr8, a, b, 0): a and b are 1 when
+ * the RDMSRs of nvmx_msrs[0] and [1] exited to L1; at SYNC_RESUMED a is
+ * 1 when the APIC-access read exited, 0 when it did not, 2 when skipped.
+ */
+enum {
+	NVMX_SYNC_PARKED = 1,
+	NVMX_SYNC_RESUMED,
+	NVMX_SYNC_NEXT_ENTRY,
+};
+
+#define NVMX_START_VTPR		0x30
+#define NVMX_NEW_VTPR		0x90
+#define NVMX_START_PATTERN	NVMX_RD(0)
+#define NVMX_NEW_PATTERN	NVMX_RD(1)
+#define NVMX_PROBE_OFFSET	0x20
+
+static inline void nvmx_l2_parked_sequence(void)
+{
+	uint64_t a, b, cr8;
+	uint32_t val;
+
+	a = nvmx_l2_rdmsr_exits(nvmx_msrs[0]);
+	b = nvmx_l2_rdmsr_exits(nvmx_msrs[1]);
+	cr8 = nvmx_l2_read_cr8();
+	GUEST_SYNC_ARGS(NVMX_SYNC_PARKED, cr8, a, b, 0);
+
+	cr8 = nvmx_l2_read_cr8();
+	if (READ_ONCE(nvmx_sh->l2_flags) & NVMX_L2_NO_APIC_READ)
+		a = 2;
+	else
+		a = nvmx_l2_apic_read_exits(NVMX_PROBE_OFFSET, &val);
+	GUEST_SYNC_ARGS(NVMX_SYNC_RESUMED, cr8, a, 0, 0);
+
+	nvmx_l2_call(NVMX_CMD_NOP, 0);
+	a = nvmx_l2_rdmsr_exits(nvmx_msrs[0]);
+	b = nvmx_l2_rdmsr_exits(nvmx_msrs[1]);
+	cr8 = nvmx_l2_read_cr8();
+	GUEST_SYNC_ARGS(NVMX_SYNC_NEXT_ENTRY, cr8, a, b, 0);
+}
+
+/* Host: content of the pages at the start of the parked sequence. */
+static inline void nvmx_write_start_pages(void *bitmap, void *vapic)
+{
+	nvmx_write_msr_bitmap(bitmap, NVMX_START_PATTERN);
+	*(volatile uint32_t *)((uint8_t *)vapic + NVMX_APIC_TPR) = NVMX_START_VTPR;
+}
+
+static inline void nvmx_write_new_pages(void *bitmap, void *vapic)
+{
+	nvmx_write_msr_bitmap(bitmap, NVMX_NEW_PATTERN);
+	*(volatile uint32_t *)((uint8_t *)vapic + NVMX_APIC_TPR) = NVMX_NEW_VTPR;
+}
+
+/* Host: run until the next ucall, which must be SYNC @stage; returns args. */
+static inline void nvmx_run_to_sync(struct kvm_vcpu *vcpu, uint64_t stage,
+				    struct ucall *uc)
+{
+	vcpu_run(vcpu);
+	TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+	switch (get_ucall(vcpu, uc)) {
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(*uc);
+		/* NOT REACHED */
+	case UCALL_SYNC:
+		TEST_ASSERT(uc->args[1] == stage, "got SYNC %lu, expected %lu",
+			    uc->args[1], stage);
+		break;
+	default:
+		TEST_FAIL("unexpected ucall %lu, expected SYNC %lu", uc->cmd, stage);
+	}
+}
+
+static inline void nvmx_run_to_done(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+	switch (get_ucall(vcpu, &uc)) {
+	case UCALL_ABORT:
+		REPORT_GUEST_ASSERT(uc);
+		/* NOT REACHED */
+	case UCALL_DONE:
+		break;
+	default:
+		TEST_FAIL("unexpected ucall %lu, expected DONE", uc.cmd);
+	}
+}
+
+/* Host: check the baseline at SYNC_PARKED. */
+static inline void nvmx_check_parked(struct ucall *uc)
+{
+	TEST_ASSERT(uc->args[2] == NVMX_START_VTPR >> 4 && uc->args[3] == 1 &&
+		    uc->args[4] == 0,
+		    "start state wrong: CR8 %lu (want %u), RDMSR 0x%x exit %lu (want 1), RDMSR 0x%x exit %lu (want 0)",
+		    uc->args[2], NVMX_START_VTPR >> 4, nvmx_msrs[0], uc->args[3],
+		    nvmx_msrs[1], uc->args[4]);
+}
+
+/*
+ * Host: report SYNC_RESUMED (@res) and SYNC_NEXT_ENTRY (@next) as three
+ * kselftest results, the virtual-APIC one last; @what names the change.
+ * Returns the number of failures.
+ */
+static inline int nvmx_report_resumed(const char *what, struct ucall *res,
+				      struct ucall *next, uint32_t new_vtpr)
+{
+	uint64_t cr8 = res->args[2], apic = res->args[3];
+	int fails = 0;
+
+	if (apic == 2) {
+		ksft_test_result_skip("%s: APIC-access page not probed\n", what);
+	} else if (apic) {
+		ksft_test_result_pass("%s: APIC-access read exited to L1 without an L1 entry in between\n",
+				      what);
+	} else {
+		ksft_test_result_fail("%s: stale APIC-access page: L2's read of offset 0x%x did not exit to L1 (vmcs02 still holds the old page's address)\n",
+				      what, NVMX_PROBE_OFFSET);
+		fails++;
+	}
+
+	if (next->args[3] == 0 && next->args[4] == 1 &&
+	    next->args[2] == new_vtpr >> 4) {
+		ksft_test_result_pass("%s: at the next nested VM-Enter the MSR bitmap and VTPR are the new ones\n",
+				      what);
+	} else {
+		ksft_test_result_fail("%s: stale page after the next nested VM-Enter: RDMSR 0x%x exit %lu (want 0), RDMSR 0x%x exit %lu (want 1), TPR 0x%lx (want 0x%x)\n",
+				      what, nvmx_msrs[0], next->args[3], nvmx_msrs[1],
+				      next->args[4], next->args[2] << 4, new_vtpr);
+		fails++;
+	}
+
+	if (cr8 == new_vtpr >> 4) {
+		ksft_test_result_pass("%s: L2 read the new TPR 0x%x without an exit to L1\n",
+				      what, new_vtpr);
+	} else {
+		ksft_test_result_fail("%s: stale virtual-APIC page: L2 read TPR 0x%lx, host wrote 0x%x\n",
+				      what, cr8 << 4, new_vtpr);
+		fails++;
+	}
+	return fails;
+}
+
+/* Host: create the VM with the page slot; returns the shared page. */
+static inline struct nvmx_shared *nvmx_create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpup,
+						 void *l1_code, uint64_t use)
+{
+	vm_vaddr_t vmx_gva, sh_gva;
+	struct nvmx_shared *sh;
+
+	*vmp = vm_create_with_one_vcpu(vcpup, l1_code);
+	vcpu_alloc_vmx(*vmp, &vmx_gva);
+	nvmx_add_page_slot(*vmp);
+	sh_gva = vm_vaddr_alloc_page(*vmp);
+	sh = addr_gva2hva(*vmp, sh_gva);
+	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
+	vcpu_args_set(*vcpup, 3, vmx_gva, 0, sh_gva);
+	return sh;
+}
+
+#endif /* SELFTEST_NVMX_NESTED_H */

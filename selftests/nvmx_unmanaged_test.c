@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * nvmx_unmanaged_test: the L2 loop of nvmx_pages_test with the MSR bitmap,
+ * APIC-access page and virtual-APIC page in memory without struct page:
+ * /dev/mem above the host's mem= limit (-a, default 0x40000000; the test
+ * skips if the range is System RAM), where every stock kvm_vcpu_map() is a
+ * memremap() and every kvm_vcpu_unmap() a memunmap().
+ *
+ *   correctness  -n iterations of nvmx_l2_exercise(): the MSR-bitmap
+ *                intercepts follow the patterns L1 writes, APIC-access
+ *                reads and writes exit with the right qualification, the
+ *                TPR goes both ways through CR8 and the page; L1's exit
+ *                counters must match the patterns;
+ *   memremap     with the nvmx_gpc statistics file of this VM present, its
+ *                memremap counter may grow by at most MAX_MEMREMAPS over
+ *                the whole run (the pages are mapped once, not once per
+ *                round trip); needs at least 200 round trips.  Without the
+ *                file (stock KVM, or a pass-through provider) this check is
+ *                reported as skipped.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "nvmx_nested.h"
+#include "nvmx_stats.h"
+
+#include "kselftest.h"
+
+#define MAX_MEMREMAPS		8
+#define MIN_ROUND_TRIPS		200
+
+static uint64_t l2_iters;
+
+static void l2_guest_code(void)
+{
+	uint64_t i;
+
+	for (i = 0; i < l2_iters; i++)
+		nvmx_l2_exercise(i);
+	nvmx_l2_done();
+}
+
+static void l1_guest_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
+			  struct nvmx_shared *sh)
+{
+#define L2_GUEST_STACK_SIZE 256
+	unsigned long l2_guest_stack[L2_GUEST_STACK_SIZE];
+
+	nvmx_l1_main(vmx, hv, sh, l2_guest_code,
+		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
+}
+
+/* True if [start, end) overlaps a "System RAM" line of /proc/iomem. */
+static bool overlaps_system_ram(uint64_t start, uint64_t end)
+{
+	unsigned long long lo, hi;
+	char line[256];
+	bool hit = false;
+	FILE *f;
+
+	f = fopen("/proc/iomem", "r");
+	TEST_ASSERT(f, "cannot open /proc/iomem: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		if (strstr(line, "System RAM") &&
+		    sscanf(line, " %llx-%llx", &lo, &hi) == 2 && lo < end && start <= hi)
+			hit = true;
+	}
+	fclose(f);
+	return hit;
+}
+
+/* The page slot in /dev/mem memory at @phys, mapped 1:1 for L1. */
+static void add_unmanaged_slot(struct kvm_vm *vm, uint64_t phys)
+{
+	size_t size = NVMX_NR_PAGES * getpagesize();
+	void *hva;
+	int fd;
+
+	__TEST_REQUIRE(!overlaps_system_ram(phys, phys + size),
+		       "0x%lx is System RAM: boot the host with mem= below it", phys);
+	fd = open("/dev/mem", O_RDWR);
+	__TEST_REQUIRE(fd >= 0, "/dev/mem: %s", strerror(errno));
+	hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, phys);
+	__TEST_REQUIRE(hva != MAP_FAILED, "mmap /dev/mem at 0x%lx: %s", phys,
+		       strerror(errno));
+	close(fd);
+	memset(hva, 0, size);
+	vm_set_user_memory_region(vm, NVMX_PAGES_SLOT, 0, NVMX_PAGES_GPA, size, hva);
+	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, NVMX_NR_PAGES);
+}
+
+int main(int argc, char *argv[])
+{
+	uint64_t use = NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC;
+	uint64_t phys = 0x40000000ul, trips;
+	vm_vaddr_t vmx_gva, sh_gva;
+	struct nvmx_shared *sh, want;
+	struct nvmx_stats st0, st1;
+	char path[PATH_MAX];
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	bool stats;
+	int opt;
+
+	l2_iters = 40;
+	while ((opt = getopt(argc, argv, "a:n:h")) != -1) {
+		switch (opt) {
+		case 'a':
+			phys = strtoull(optarg, NULL, 0);
+			break;
+		case 'n':
+			l2_iters = strtoull(optarg, NULL, 0);
+			break;
+		default:
+			printf("usage: %s [-a phys] [-n iterations]\n", argv[0]);
+			exit(KSFT_FAIL);
+		}
+	}
+	TEST_ASSERT(l2_iters > 0, "need at least one iteration");
+
+	ksft_print_header();
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+
+	vm = vm_create_with_one_vcpu(&vcpu, l1_guest_code);
+	vcpu_alloc_vmx(vm, &vmx_gva);
+	add_unmanaged_slot(vm, phys);
+	ksft_set_plan(2);
+	sh_gva = vm_vaddr_alloc_page(vm);
+	sh = addr_gva2hva(vm, sh_gva);
+	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
+	sync_global_to_guest(vm, l2_iters);
+	vcpu_args_set(vcpu, 3, vmx_gva, 0, sh_gva);
+
+	stats = nvmx_stats_find(path, sizeof(path));
+	if (stats)
+		nvmx_stats_read(path, &st0);
+
+	nvmx_run_to_done(vcpu);
+
+	nvmx_expected_exits(use, l2_iters, &want);
+	TEST_ASSERT(sh->nr_vmcall == want.nr_vmcall + 1 &&
+		    sh->nr_msr_read == want.nr_msr_read &&
+		    sh->nr_msr_write == want.nr_msr_write &&
+		    sh->nr_apic_access == want.nr_apic_access,
+		    "L1 exit counts VMCALL %lu MSR_READ %lu MSR_WRITE %lu APIC_ACCESS %lu, patterns imply %lu %lu %lu %lu",
+		    sh->nr_vmcall, sh->nr_msr_read, sh->nr_msr_write, sh->nr_apic_access,
+		    want.nr_vmcall + 1, want.nr_msr_read, want.nr_msr_write,
+		    want.nr_apic_access);
+	trips = sh->nr_vmcall + sh->nr_msr_read + sh->nr_msr_write + sh->nr_apic_access;
+	ksft_test_result_pass("unmanaged: %lu iterations, %lu L2 round trips with the pages at 0x%lx\n",
+			      l2_iters, trips, phys);
+
+	if (!stats) {
+		ksft_test_result_skip("memremap: no nvmx_gpc statistics: stock KVM or pass-through provider\n");
+	} else {
+		nvmx_stats_read(path, &st1);
+		nvmx_stats_print("after", &st1);
+		TEST_ASSERT(trips >= MIN_ROUND_TRIPS,
+			    "only %lu round trips: run at least %u for the memremap check",
+			    trips, MIN_ROUND_TRIPS);
+		if (st1.memremap - st0.memremap <= MAX_MEMREMAPS)
+			ksft_test_result_pass("memremap: %lu over %lu round trips\n",
+					      st1.memremap - st0.memremap, trips);
+		else
+			ksft_test_result_fail("memremap: %lu memremap() calls over %lu round trips (at most %u allowed): the cache remaps per round trip\n",
+					      st1.memremap - st0.memremap, trips, MAX_MEMREMAPS);
+	}
+	kvm_vm_free(vm);
+	ksft_finished();
+}
