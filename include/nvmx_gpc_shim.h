@@ -93,6 +93,8 @@ void nvmx_shim_stock_unmap(struct kvm_vcpu *vcpu, struct kvm_host_map *map, bool
 
 /* The kernel address a filled kvm_host_map holds (NULL when unmapped). */
 void *nvmx_shim_map_hva(const struct kvm_host_map *map);
+/* The pfn a filled kvm_host_map holds. */
+u64 nvmx_shim_map_pfn(const struct kvm_host_map *map);
 /* Fill or clear KVM's record of a mapping made by the cache. */
 void nvmx_shim_map_fill(struct kvm_host_map *map, u64 kaddr, u64 pfn, u64 gfn);
 void nvmx_shim_map_clear(struct kvm_host_map *map);
@@ -111,8 +113,14 @@ int nvmx_shim_gfn_to_hva(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva);
  * is refcounted, and map it into the kernel.  May sleep.
  */
 int nvmx_shim_resolve(struct kvm_vcpu *vcpu, u64 gfn, struct nvmx_pfn *out);
-/* Drop the pfn reference taken by nvmx_shim_resolve(). */
+/* Drop a pfn reference (from nvmx_shim_resolve() or nvmx_shim_get_pfn()). */
 void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty);
+/*
+ * Take another reference on a pfn the caller knows to be mapped by the VM's
+ * process (a valid cache entry).  True on success, or if the pfn is not
+ * refcounted; false if the page is already being freed.
+ */
+bool nvmx_shim_get_pfn(u64 pfn);
 /* Undo the kernel mapping of nvmx_shim_resolve() (memunmap() if unmanaged). */
 void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p);
 /* kvm_vcpu_mark_page_dirty(). */
@@ -164,8 +172,9 @@ void nvmx_rs_mn_release(void *rs);
 void nvmx_rs_vm_stats(void *rs, u64 *out);
 /*
  * Module-wide counts of what is alive right now, for leak checks: kernel
- * mappings made by nvmx_shim_resolve() and not yet undone, and VM states.
+ * mappings made by nvmx_shim_resolve() and not yet undone, pfn references
+ * taken and not yet dropped, and VM states.
  */
-void nvmx_rs_live(u64 *mappings, u64 *vms);
+void nvmx_rs_live(u64 *mappings, u64 *refs, u64 *vms);
 
 #endif /* NVMX_GPC_SHIM_H */

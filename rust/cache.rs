@@ -35,9 +35,13 @@
 //!   what keeps the pfn honest. On invalidation the owning vCPU is forced
 //!   out of L2 and reloads vmcs02 before it enters L2 again.
 //! - MSR bitmap and eVMCS: KVM reads them through the address `map()`
-//!   returned until `unmap()`, possibly in atomic context, so the cache keeps
-//!   the page reference for as long as the mapping is installed. An
-//!   invalidation makes the next `map()` refresh.
+//!   returned until `unmap()`, possibly in atomic context, so a page
+//!   reference is held from `map()` to `unmap()`, exactly as stock
+//!   `kvm_vcpu_map()` holds one. Between an `unmap()` and the next `map()`
+//!   nothing pins the page, so it can be migrated or reclaimed; the
+//!   invalidation then makes the next `map()` refresh. (Keeping the
+//!   reference for as long as the page is cached would pin the MSR bitmap
+//!   for the life of the vCPU; `nvmx_inval_test -m migrate` catches that.)
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -158,13 +162,10 @@ impl Kicks {
     }
 }
 
-/// Releases a mapping the cache no longer serves. May sleep.
-fn release(kind: PageKind, r: &Resolved, slot_memunmaps: Option<&mut u64>) {
+/// Releases a kernel mapping the cache no longer serves (the cache holds no
+/// page reference of its own). May sleep.
+fn release(r: &Resolved, slot_memunmaps: Option<&mut u64>) {
     let p = to_pfn(r);
-    if !is_hw(kind) {
-        // The reference kept while installed (see "Pages and references").
-        p.put_ref(kind.mark_dirty());
-    }
     p.unmap();
     if p.unmanaged() {
         if let Some(n) = slot_memunmaps {
@@ -359,11 +360,15 @@ impl CacheVcpu {
             {
                 let s = slot.read();
                 if let Lookup::Hit { pfn, mapping } = s.state.check(gpa, gen) {
-                    drop(s);
-                    self.vm.hits.fetch_add(1, Ordering::Relaxed);
-                    self.set_gfn(kind, gfn);
-                    map.fill(mapping, pfn, gfn);
-                    return Ok(());
+                    // KVM's reference while mapped (see "Pages and
+                    // references"), taken while the entry is valid.
+                    if is_hw(kind) || Pfn::get_ref(pfn) {
+                        drop(s);
+                        self.vm.hits.fetch_add(1, Ordering::Relaxed);
+                        self.set_gfn(kind, gfn);
+                        map.fill(mapping, pfn, gfn);
+                        return Ok(());
+                    }
                 }
             }
 
@@ -389,9 +394,11 @@ impl CacheVcpu {
                         // The notifier, not a reference, keeps it honest.
                         new.put_ref(false);
                     }
+                    // Otherwise the reference from `resolve` is KVM's until
+                    // `unmap()`.
                     if let Some(old) = old {
                         let mut n = 0;
-                        release(kind, &old, Some(&mut n));
+                        release(&old, Some(&mut n));
                         slot.write().memunmaps += n;
                     }
                     self.set_gfn(kind, gfn);
@@ -428,6 +435,10 @@ impl CacheVcpu {
         if dirty {
             vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
         }
+        if !is_hw(kind) {
+            // The reference `map()` took for KVM's use of the address.
+            Pfn::from_parts(map.pfn(), 0, false).put_ref(dirty);
+        }
         map.clear();
     }
 
@@ -459,10 +470,8 @@ impl Drop for CacheVcpu {
                 }
             }
         }
-        for (kind, r) in PageKind::ALL.iter().zip(old.iter()) {
-            if let Some(r) = r {
-                release(*kind, r, None);
-            }
+        for r in old.iter().flatten() {
+            release(r, None);
         }
     }
 }

@@ -177,6 +177,7 @@ impl Vcpu<'_> {
         // `kvm->srcu` held and may sleep, and `out` is a valid out-pointer.
         to_result(unsafe { raw::nvmx_shim_resolve(self.ptr.as_ptr(), gfn, &mut out) })?;
         LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
+        LIVE_REFS.fetch_add(1, Ordering::Relaxed);
         // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`.
         Ok(Pfn { raw: out })
     }
@@ -211,6 +212,12 @@ impl HostMap<'_> {
         unsafe { raw::nvmx_shim_map_hva(self.ptr.as_ptr()) }
     }
 
+    /// The pfn the record holds.
+    pub(crate) fn pfn(&self) -> u64 {
+        // SAFETY: By the type invariant `ptr` is live.
+        unsafe { raw::nvmx_shim_map_pfn(self.ptr.as_ptr()) }
+    }
+
     /// Records a mapping made by the cache.
     pub(crate) fn fill(&mut self, kaddr: u64, pfn: u64, gfn: u64) {
         // SAFETY: By the type invariant `ptr` is live and ours.
@@ -226,6 +233,9 @@ impl HostMap<'_> {
 
 /// Kernel mappings made by [`Vcpu::resolve`] and not yet undone.
 static LIVE_MAPPINGS: AtomicU64 = AtomicU64::new(0);
+/// Pfn references taken ([`Vcpu::resolve`], [`Pfn::get_ref`]) and not yet
+/// dropped ([`Pfn::put_ref`]).
+static LIVE_REFS: AtomicU64 = AtomicU64::new(0);
 /// VM states alive.
 static LIVE_VMS: AtomicU64 = AtomicU64::new(0);
 
@@ -272,7 +282,21 @@ impl Pfn {
         // SAFETY: By the type invariant this came from a successful resolve;
         // the cache calls this once per resolve (for hardware-visible pages
         // right after install, otherwise when the mapping is replaced).
-        unsafe { raw::nvmx_shim_put_pfn(&self.raw, dirty) }
+        unsafe { raw::nvmx_shim_put_pfn(&self.raw, dirty) };
+        LIVE_REFS.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes another reference on the page of a valid cache entry, for the
+    /// time KVM has it mapped. False if the page is already being freed.
+    pub(crate) fn get_ref(pfn: u64) -> bool {
+        // SAFETY: `nvmx_shim_get_pfn` only increments a refcount that is
+        // not zero; it is called for a pfn of a valid cache entry, which the
+        // VM's process still maps (no invalidation of it has started).
+        let ok = unsafe { raw::nvmx_shim_get_pfn(pfn) };
+        if ok {
+            LIVE_REFS.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Undoes the kernel mapping (`memunmap()` for unmanaged memory). May
@@ -497,13 +521,14 @@ extern "C" fn nvmx_rs_vm_destroy(rs: *mut c_void) {
 }
 
 #[no_mangle]
-extern "C" fn nvmx_rs_live(mappings: *mut u64, vms: *mut u64) {
-    if mappings.is_null() || vms.is_null() {
+extern "C" fn nvmx_rs_live(mappings: *mut u64, refs: *mut u64, vms: *mut u64) {
+    if mappings.is_null() || refs.is_null() || vms.is_null() {
         return;
     }
-    // SAFETY: The shim passes two valid out-pointers.
+    // SAFETY: The shim passes three valid out-pointers.
     unsafe {
         *mappings = LIVE_MAPPINGS.load(Ordering::Relaxed);
+        *refs = LIVE_REFS.load(Ordering::Relaxed);
         *vms = LIVE_VMS.load(Ordering::Relaxed);
     }
 }

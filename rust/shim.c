@@ -89,6 +89,11 @@ void *nvmx_shim_map_hva(const struct kvm_host_map *map)
 	return map->hva;
 }
 
+u64 nvmx_shim_map_pfn(const struct kvm_host_map *map)
+{
+	return map->pfn;
+}
+
 void nvmx_shim_map_fill(struct kvm_host_map *map, u64 kaddr, u64 pfn, u64 gfn)
 {
 	map->page = NULL;
@@ -151,6 +156,26 @@ void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty)
 		kvm_release_pfn_dirty(p->pfn);
 	else
 		kvm_release_pfn_clean(p->pfn);
+}
+
+/* The rule of kvm_pfn_to_refcounted_page(), which is not exported. */
+static struct page *nvmx_refcounted_page(kvm_pfn_t pfn)
+{
+	struct page *page;
+
+	if (!pfn_valid(pfn))
+		return NULL;
+	page = pfn_to_page(pfn);
+	if (!PageReserved(page) || is_zero_pfn(pfn) || is_zone_device_page(page))
+		return page;
+	return NULL;
+}
+
+bool nvmx_shim_get_pfn(u64 pfn)
+{
+	struct page *page = nvmx_refcounted_page(pfn);
+
+	return !page || get_page_unless_zero(page);
 }
 
 void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p)
@@ -286,10 +311,10 @@ DEFINE_SHOW_ATTRIBUTE(nvmx_stats);
 
 static int nvmx_live_show(struct seq_file *m, void *unused)
 {
-	u64 mappings, vms;
+	u64 mappings, refs, vms;
 
-	nvmx_rs_live(&mappings, &vms);
-	seq_printf(m, "mappings %llu\nvms %llu\n", mappings, vms);
+	nvmx_rs_live(&mappings, &refs, &vms);
+	seq_printf(m, "mappings %llu\nrefs %llu\nvms %llu\n", mappings, refs, vms);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(nvmx_live);
@@ -317,10 +342,13 @@ static int shim_vm_init(struct kvm *kvm, void **vm_priv)
 	if (r)
 		goto rs;
 
-	snprintf(name, sizeof(name), "%d-%ld", task_pid_nr(current),
-		 atomic_long_inc_return(&nvmx_vm_serial));
-	vm->stats = debugfs_create_file(name, 0444, nvmx_debugfs_dir, vm,
-					&nvmx_stats_fops);
+	/* Only the cache has statistics; tests take a file to mean a cache. */
+	if (nvmx_shim_provider() == NVMX_PROVIDER_CACHE) {
+		snprintf(name, sizeof(name), "%d-%ld", task_pid_nr(current),
+			 atomic_long_inc_return(&nvmx_vm_serial));
+		vm->stats = debugfs_create_file(name, 0444, nvmx_debugfs_dir, vm,
+						&nvmx_stats_fops);
+	}
 	*vm_priv = vm;
 	return 0;
 
