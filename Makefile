@@ -6,7 +6,8 @@
 
 .NOTPARALLEL:
 .PHONY: all demo test setup kernel module selftests harness image \
-	check-harness check-model smoke bochs-test harness-selfcheck clean-results
+	check-harness check-model smoke bochs-test harness-selfcheck cache-selfcheck \
+	clean-results
 
 export NVMX_T0 := $(shell date +%s)
 S := scripts
@@ -59,6 +60,11 @@ smoke: image harness
 harness-selfcheck: image harness
 	@$(S)/expect-failure.sh
 
+# The page-cache tests must catch deliberately broken caches (test-only
+# module parameters): stale pages, and a memremap per round trip.
+cache-selfcheck: image harness
+	@$(S)/expect-cache-failure.sh
+
 # Bochs with VMX: the full plan, stock / module / after rmmod.
 bochs-test: image harness
 	@$(S)/run-emulator.sh bochs --plan test --phases $(PHASES)
@@ -66,7 +72,7 @@ bochs-test: image harness
 demo: image harness
 	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
 
-test: check-harness check-model smoke harness-selfcheck bochs-test
+test: check-harness check-model smoke harness-selfcheck bochs-test cache-selfcheck
 	@echo "make test: all stages passed"
 
 clean-results:

@@ -101,8 +101,13 @@ void nvmx_shim_map_clear(struct kvm_host_map *map);
 
 /* Module parameters. */
 u32 nvmx_shim_provider(void);
-/* Test only: the notifier ignores invalidations (proves the tests can fail). */
+/*
+ * Test only, to prove that the tests can fail: ignore mmu_notifier and
+ * memslot invalidations (serve stale pages), or drop every cached mapping
+ * at unmap() (map and memremap on every nested VM-entry, as stock does).
+ */
 bool nvmx_shim_break_invalidation(void);
+bool nvmx_shim_break_persistence(void);
 
 /* The VM's memslot generation; kvm->srcu must be held. */
 u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu);

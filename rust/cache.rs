@@ -440,6 +440,22 @@ impl CacheVcpu {
             Pfn::from_parts(map.pfn(), 0, false).put_ref(dirty);
         }
         map.clear();
+        if ffi::break_persistence() {
+            // Test-only breakage: forget the mapping, as stock KVM does.
+            let old = {
+                let _vm = self.vm.inner.write();
+                let mut s = self.slot(kind).write();
+                let old = s.state.deactivate();
+                s.state.activate();
+                if old.is_some_and(|r| r.unmanaged) {
+                    s.memunmaps += 1;
+                }
+                old
+            };
+            if let Some(r) = old {
+                release(&r, None);
+            }
+        }
     }
 
     /// `get()`: the kernel address of a valid cached page, with the cache's

@@ -94,6 +94,12 @@ pub(crate) fn break_invalidation() -> bool {
     unsafe { raw::nvmx_shim_break_invalidation() }
 }
 
+/// The test-only `break_persistence` module parameter.
+pub(crate) fn break_persistence() -> bool {
+    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
+    unsafe { raw::nvmx_shim_break_persistence() }
+}
+
 /// Lets the scheduler run something else in a retry loop.
 pub(crate) fn cond_resched() {
     // SAFETY: Only called from `map()`, which runs in process context and

@@ -36,6 +36,11 @@ module_param(break_invalidation, bool, 0644);
 MODULE_PARM_DESC(break_invalidation,
 		 "TEST ONLY: ignore mmu_notifier and memslot invalidations (serves stale pages)");
 
+static bool break_persistence;
+module_param(break_persistence, bool, 0644);
+MODULE_PARM_DESC(break_persistence,
+		 "TEST ONLY: drop every cached mapping at unmap (remap on each nested VM-entry)");
+
 static_assert(NVMX_PAGE_MSR_BITMAP == (int)KVM_NVMX_PAGE_MSR_BITMAP);
 static_assert(NVMX_PAGE_EVMCS == (int)KVM_NVMX_PAGE_EVMCS);
 static_assert(NVMX_PAGE_APIC_ACCESS == (int)KVM_NVMX_PAGE_APIC_ACCESS);
@@ -72,6 +77,11 @@ u32 nvmx_shim_provider(void)
 bool nvmx_shim_break_invalidation(void)
 {
 	return READ_ONCE(break_invalidation);
+}
+
+bool nvmx_shim_break_persistence(void)
+{
+	return READ_ONCE(break_persistence);
 }
 
 int nvmx_shim_stock_map(struct kvm_vcpu *vcpu, u64 gfn, struct kvm_host_map *map)

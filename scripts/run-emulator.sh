@@ -8,6 +8,7 @@
 #                              "stock" runs stock KVM only, "cache" only the
 #                              module with the page cache
 #     --inject fail|hang       add a canary that fails or hangs (harness check)
+#     --modargs A=1,B=2        extra nvmx_gpc module parameters (cache breakages)
 #     --name NAME              results directory name (default: emulator-plan)
 #     --cpus N                 emulated CPUs (default 1)
 #     --total/--test/--silence SECONDS   host wall-time limits
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
 	--plan) PLAN=$2; shift 2 ;;
 	--phases) PHASES=$2; shift 2 ;;
 	--inject) INJECT=$2; shift 2 ;;
+	--modargs) MODARGS=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--cpus) CPUS=$2; shift 2 ;;
 	--total|--test|--silence) LIMITS+=("$1" "$2"); shift 2 ;;
@@ -43,6 +45,7 @@ HARNESS=$NVMX_ROOT/tools/nvmx-harness/target/release/nvmx-harness
 ARGS="console=ttyS0,115200 mitigations=off loglevel=5 panic=-1 mem=1G"
 ARGS+=" PLAN=$PLAN PHASES=$PHASES"
 [ -n "$INJECT" ] && ARGS+=" INJECT=$INJECT"
+[ -n "${MODARGS:-}" ] && ARGS+=" MODARGS=${MODARGS//,/+}"
 
 case $EMU in
 bochs)
