@@ -33,6 +33,8 @@
 #include "processor.h"
 #include "vmx.h"
 
+#include "nvmx_devmem.h"
+
 #include "kselftest.h"
 
 #define APIC_TPR_OFFSET		0x80
@@ -147,52 +149,6 @@ static void l1_guest_code(struct vmx_pages *vmx_pages, struct loop_args *args)
 	GUEST_DONE();
 }
 
-/* True if [start, end) overlaps a "System RAM" line of /proc/iomem. */
-static bool overlaps_system_ram(uint64_t start, uint64_t end)
-{
-	char line[256];
-	bool hit = false;
-	FILE *f;
-
-	f = fopen("/proc/iomem", "r");
-	TEST_ASSERT(f, "cannot open /proc/iomem: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long lo, hi;
-
-		if (!strstr(line, "System RAM") ||
-		    sscanf(line, " %llx-%llx", &lo, &hi) != 2)
-			continue;
-		if (lo < end && start <= hi)
-			hit = true;
-	}
-	fclose(f);
-	return hit;
-}
-
-/*
- * Back UNMANAGED_GPA with host physical memory that the host kernel does not
- * manage, and map it 1:1 into L1's page tables.
- */
-static void add_unmanaged_slot(struct kvm_vm *vm, uint64_t phys)
-{
-	size_t size = NR_L1_PAGES * getpagesize();
-	void *hva;
-	int fd;
-
-	__TEST_REQUIRE(!overlaps_system_ram(phys, phys + size),
-		       "0x%lx is System RAM: boot the host with mem= below it", phys);
-	fd = open("/dev/mem", O_RDWR);
-	__TEST_REQUIRE(fd >= 0, "/dev/mem: %s", strerror(errno));
-	hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, phys);
-	__TEST_REQUIRE(hva != MAP_FAILED, "mmap /dev/mem at 0x%lx: %s",
-		       phys, strerror(errno));
-	close(fd);
-	memset(hva, 0, size);
-
-	vm_set_user_memory_region(vm, UNMANAGED_SLOT, 0, UNMANAGED_GPA, size, hva);
-	virt_map(vm, UNMANAGED_GPA, UNMANAGED_GPA, NR_L1_PAGES);
-}
-
 static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
 			enum mode mode, uint64_t phys)
 {
@@ -203,7 +159,7 @@ static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
 		return;
 
 	if (mode == MODE_UNMANAGED) {
-		add_unmanaged_slot(vm, phys);
+		nvmx_add_devmem_slot(vm, UNMANAGED_SLOT, UNMANAGED_GPA, NR_L1_PAGES, phys);
 		for (i = 0; i < NR_L1_PAGES; i++)
 			gva[i] = UNMANAGED_GPA + i * getpagesize();
 	} else {

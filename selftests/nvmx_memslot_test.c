@@ -66,15 +66,7 @@ static void l2_guest_code(void)
 	nvmx_l2_done();
 }
 
-static void l1_guest_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
-			  struct nvmx_shared *sh)
-{
-#define L2_GUEST_STACK_SIZE 256
-	unsigned long l2_guest_stack[L2_GUEST_STACK_SIZE];
-
-	nvmx_l1_main(vmx, hv, sh, l2_guest_code,
-		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
-}
+NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
 
 static void new_pages(struct kvm_vm *vm)
 {

@@ -341,6 +341,23 @@ static inline void nvmx_l1_main(struct vmx_pages *vmx, struct hyperv_test_pages 
 	GUEST_DONE();
 }
 
+/* L2's stack lives on L1's stack, in nvmx_l1_main()'s caller's frame. */
+#define NVMX_L2_STACK_SIZE	256
+
+/*
+ * Define the test's l1_guest_code(): nvmx_l1_main() running L2 at
+ * @l2_entry.  Every page-cache test has the same L1; only L2 differs.
+ */
+#define NVMX_DEFINE_L1_GUEST_CODE(l2_entry)					\
+static void l1_guest_code(struct vmx_pages *vmx,				\
+			  struct hyperv_test_pages *hv,				\
+			  struct nvmx_shared *sh)				\
+{										\
+	unsigned long l2_stack[NVMX_L2_STACK_SIZE];				\
+										\
+	nvmx_l1_main(vmx, hv, sh, l2_entry, &l2_stack[NVMX_L2_STACK_SIZE]);	\
+}
+
 /* Host: the page slot in ordinary anonymous memory, mapped 1:1 for L1. */
 static inline void nvmx_add_page_slot(struct kvm_vm *vm)
 {
@@ -459,6 +476,19 @@ static inline void nvmx_l2_exercise(uint64_t i)
 			       "iteration %lu: L2 wrote CR8 %lu, L1 found VTPR 0x%lx",
 			       i, want, nvmx_sh->vtpr);
 	}
+}
+
+/* Iterations of nvmx_l2_exercise_loop(); set by the host (sync it). */
+static uint64_t nvmx_l2_iters;
+
+/* L2: nvmx_l2_iters rounds of nvmx_l2_exercise(), then stop. */
+static inline void nvmx_l2_exercise_loop(void)
+{
+	uint64_t i;
+
+	for (i = 0; i < nvmx_l2_iters; i++)
+		nvmx_l2_exercise(i);
+	nvmx_l2_done();
 }
 
 /* Host: L1 exits nvmx_l2_exercise(0..n-1) must have caused. */

@@ -42,26 +42,7 @@
 
 #include "kselftest.h"
 
-static uint64_t l2_iters;
-
-static void l2_guest_code(void)
-{
-	uint64_t i;
-
-	for (i = 0; i < l2_iters; i++)
-		nvmx_l2_exercise(i);
-	nvmx_l2_done();
-}
-
-static void l1_guest_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
-			  struct nvmx_shared *sh)
-{
-#define L2_GUEST_STACK_SIZE 256
-	unsigned long l2_guest_stack[L2_GUEST_STACK_SIZE];
-
-	nvmx_l1_main(vmx, hv, sh, l2_guest_code,
-		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
-}
+NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_exercise_loop)
 
 static void check_count(const char *what, uint64_t got, uint64_t want)
 {
@@ -79,21 +60,21 @@ int main(int argc, char *argv[])
 	bool evmcs = false;
 	int opt;
 
-	l2_iters = 32;
+	nvmx_l2_iters = 32;
 	while ((opt = getopt(argc, argv, "en:h")) != -1) {
 		switch (opt) {
 		case 'e':
 			evmcs = true;
 			break;
 		case 'n':
-			l2_iters = strtoull(optarg, NULL, 0);
+			nvmx_l2_iters = strtoull(optarg, NULL, 0);
 			break;
 		default:
 			printf("usage: %s [-e] [-n iterations]\n", argv[0]);
 			exit(KSFT_FAIL);
 		}
 	}
-	TEST_ASSERT(l2_iters > 0, "need at least one iteration");
+	TEST_ASSERT(nvmx_l2_iters > 0, "need at least one iteration");
 
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
@@ -115,24 +96,24 @@ int main(int argc, char *argv[])
 	sh_gva = vm_vaddr_alloc_page(vm);
 	sh = addr_gva2hva(vm, sh_gva);
 	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
-	sync_global_to_guest(vm, l2_iters);
+	sync_global_to_guest(vm, nvmx_l2_iters);
 	vcpu_args_set(vcpu, 3, vmx_gva, hv_gva, sh_gva);
 
 	nvmx_run_to_done(vcpu);
 
-	nvmx_expected_exits(use, l2_iters, &want);
+	nvmx_expected_exits(use, nvmx_l2_iters, &want);
 	check_count("VMCALL", sh->nr_vmcall, want.nr_vmcall + 1);
 	check_count("MSR_READ", sh->nr_msr_read, want.nr_msr_read);
 	check_count("MSR_WRITE", sh->nr_msr_write, want.nr_msr_write);
 	check_count("APIC_ACCESS", sh->nr_apic_access, want.nr_apic_access);
 	ksft_test_result_pass("%smsr_bitmap: %lu patterns, %lu RDMSR and %lu WRMSR exits as intercepted\n",
-			      evmcs ? "evmcs " : "", l2_iters, sh->nr_msr_read,
+			      evmcs ? "evmcs " : "", nvmx_l2_iters, sh->nr_msr_read,
 			      sh->nr_msr_write);
 	if (!evmcs)
 		ksft_test_result_pass("apic_access: %lu APIC_ACCESS exits with the right offset and type\n",
 				      sh->nr_apic_access);
 	ksft_test_result_pass("%svirtual_apic: %lu TPR round trips through CR8\n",
-			      evmcs ? "evmcs " : "", l2_iters);
+			      evmcs ? "evmcs " : "", nvmx_l2_iters);
 	kvm_vm_free(vm);
 	ksft_finished();
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "nvmx_nested.h"
+#include "nvmx_devmem.h"
 #include "nvmx_stats.h"
 
 #include "kselftest.h"
@@ -34,65 +35,7 @@
 #define MAX_MEMREMAPS		8
 #define MIN_ROUND_TRIPS		200
 
-static uint64_t l2_iters;
-
-static void l2_guest_code(void)
-{
-	uint64_t i;
-
-	for (i = 0; i < l2_iters; i++)
-		nvmx_l2_exercise(i);
-	nvmx_l2_done();
-}
-
-static void l1_guest_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
-			  struct nvmx_shared *sh)
-{
-#define L2_GUEST_STACK_SIZE 256
-	unsigned long l2_guest_stack[L2_GUEST_STACK_SIZE];
-
-	nvmx_l1_main(vmx, hv, sh, l2_guest_code,
-		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
-}
-
-/* True if [start, end) overlaps a "System RAM" line of /proc/iomem. */
-static bool overlaps_system_ram(uint64_t start, uint64_t end)
-{
-	unsigned long long lo, hi;
-	char line[256];
-	bool hit = false;
-	FILE *f;
-
-	f = fopen("/proc/iomem", "r");
-	TEST_ASSERT(f, "cannot open /proc/iomem: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		if (strstr(line, "System RAM") &&
-		    sscanf(line, " %llx-%llx", &lo, &hi) == 2 && lo < end && start <= hi)
-			hit = true;
-	}
-	fclose(f);
-	return hit;
-}
-
-/* The page slot in /dev/mem memory at @phys, mapped 1:1 for L1. */
-static void add_unmanaged_slot(struct kvm_vm *vm, uint64_t phys)
-{
-	size_t size = NVMX_NR_PAGES * getpagesize();
-	void *hva;
-	int fd;
-
-	__TEST_REQUIRE(!overlaps_system_ram(phys, phys + size),
-		       "0x%lx is System RAM: boot the host with mem= below it", phys);
-	fd = open("/dev/mem", O_RDWR);
-	__TEST_REQUIRE(fd >= 0, "/dev/mem: %s", strerror(errno));
-	hva = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, phys);
-	__TEST_REQUIRE(hva != MAP_FAILED, "mmap /dev/mem at 0x%lx: %s", phys,
-		       strerror(errno));
-	close(fd);
-	memset(hva, 0, size);
-	vm_set_user_memory_region(vm, NVMX_PAGES_SLOT, 0, NVMX_PAGES_GPA, size, hva);
-	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, NVMX_NR_PAGES);
-}
+NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_exercise_loop)
 
 int main(int argc, char *argv[])
 {
@@ -107,33 +50,33 @@ int main(int argc, char *argv[])
 	bool stats;
 	int opt;
 
-	l2_iters = 40;
+	nvmx_l2_iters = 40;
 	while ((opt = getopt(argc, argv, "a:n:h")) != -1) {
 		switch (opt) {
 		case 'a':
 			phys = strtoull(optarg, NULL, 0);
 			break;
 		case 'n':
-			l2_iters = strtoull(optarg, NULL, 0);
+			nvmx_l2_iters = strtoull(optarg, NULL, 0);
 			break;
 		default:
 			printf("usage: %s [-a phys] [-n iterations]\n", argv[0]);
 			exit(KSFT_FAIL);
 		}
 	}
-	TEST_ASSERT(l2_iters > 0, "need at least one iteration");
+	TEST_ASSERT(nvmx_l2_iters > 0, "need at least one iteration");
 
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
 
 	vm = vm_create_with_one_vcpu(&vcpu, l1_guest_code);
 	vcpu_alloc_vmx(vm, &vmx_gva);
-	add_unmanaged_slot(vm, phys);
+	nvmx_add_devmem_slot(vm, NVMX_PAGES_SLOT, NVMX_PAGES_GPA, NVMX_NR_PAGES, phys);
 	ksft_set_plan(2);
 	sh_gva = vm_vaddr_alloc_page(vm);
 	sh = addr_gva2hva(vm, sh_gva);
 	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
-	sync_global_to_guest(vm, l2_iters);
+	sync_global_to_guest(vm, nvmx_l2_iters);
 	vcpu_args_set(vcpu, 3, vmx_gva, 0, sh_gva);
 
 	stats = nvmx_stats_find(path, sizeof(path));
@@ -142,7 +85,7 @@ int main(int argc, char *argv[])
 
 	nvmx_run_to_done(vcpu);
 
-	nvmx_expected_exits(use, l2_iters, &want);
+	nvmx_expected_exits(use, nvmx_l2_iters, &want);
 	TEST_ASSERT(sh->nr_vmcall == want.nr_vmcall + 1 &&
 		    sh->nr_msr_read == want.nr_msr_read &&
 		    sh->nr_msr_write == want.nr_msr_write &&
@@ -153,7 +96,7 @@ int main(int argc, char *argv[])
 		    want.nr_apic_access);
 	trips = sh->nr_vmcall + sh->nr_msr_read + sh->nr_msr_write + sh->nr_apic_access;
 	ksft_test_result_pass("unmanaged: %lu iterations, %lu L2 round trips with the pages at 0x%lx\n",
-			      l2_iters, trips, phys);
+			      nvmx_l2_iters, trips, phys);
 
 	if (!stats) {
 		ksft_test_result_skip("memremap: no nvmx_gpc statistics: stock KVM or pass-through provider\n");
