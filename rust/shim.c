@@ -41,6 +41,8 @@ module_param(break_persistence, bool, 0644);
 MODULE_PARM_DESC(break_persistence,
 		 "TEST ONLY: drop every cached mapping at unmap (remap on each nested VM-entry)");
 
+/* nvmx_shim_resolve() relies on a direct map covering all of RAM. */
+static_assert(IS_ENABLED(CONFIG_X86_64));
 static_assert(NVMX_PAGE_MSR_BITMAP == (int)KVM_NVMX_PAGE_MSR_BITMAP);
 static_assert(NVMX_PAGE_EVMCS == (int)KVM_NVMX_PAGE_EVMCS);
 static_assert(NVMX_PAGE_APIC_ACCESS == (int)KVM_NVMX_PAGE_APIC_ACCESS);
@@ -145,7 +147,12 @@ int nvmx_shim_resolve(struct kvm_vcpu *vcpu, u64 gfn, struct nvmx_pfn *out)
 		return -EINVAL;
 
 	if (pfn_valid(pfn)) {
-		kaddr = kmap(pfn_to_page(pfn));
+		/*
+		 * kvm_vcpu_map() uses kmap(); on x86_64, the only architecture
+		 * this module is for, that is the direct map, which stays valid
+		 * for as long as the page is not freed.
+		 */
+		kaddr = page_address(pfn_to_page(pfn));
 		out->unmanaged = false;
 	} else {
 		kaddr = memremap(pfn_to_hpa(pfn), PAGE_SIZE, MEMREMAP_WB);
@@ -190,10 +197,9 @@ bool nvmx_shim_get_pfn(u64 pfn)
 
 void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p)
 {
+	/* A direct-map address needs no undoing. */
 	if (p->unmanaged)
 		memunmap((void *)(unsigned long)p->kaddr);
-	else
-		kunmap(pfn_to_page(p->pfn));
 }
 
 void nvmx_shim_mark_dirty(struct kvm_vcpu *vcpu, u64 gfn)
