@@ -74,14 +74,14 @@ static const char *const mode_names[] = {
 
 #define SYNC_RACE	10
 
-static uint64_t l2_mode;
+/* Zero (the deterministic modes): park; else the racing loop's length. */
 static uint64_t l2_race_iters;
 
 static void l2_guest_code(void)
 {
 	uint64_t i;
 
-	if (l2_mode != MODE_RACE) {
+	if (!l2_race_iters) {
 		nvmx_l2_parked_sequence();
 	} else {
 		for (i = 0; i < l2_race_iters; i++) {
@@ -154,19 +154,9 @@ static int run_deterministic(enum mode mode)
 	bool stats;
 	int fails = 0, stuck = 0;
 
-	nvmx_create_vm(&vm, &vcpu, l1_guest_code,
-		       NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
-	l2_mode = mode;
-	sync_global_to_guest(vm, l2_mode);
+	nvmx_create_parked_vm(&vm, &vcpu, l1_guest_code, &uc, path, sizeof(path),
+			      &stats, &st0);
 	slot = nvmx_page_hva(vm, 0);
-	nvmx_write_start_pages(nvmx_page_hva(vm, NVMX_PG_MSR_BITMAP),
-			       nvmx_page_hva(vm, NVMX_PG_VAPIC));
-	stats = nvmx_stats_find(path, sizeof(path));
-
-	nvmx_run_to_sync(vcpu, NVMX_SYNC_PARKED, &uc);
-	nvmx_check_parked(&uc);
-	if (stats)
-		nvmx_stats_read(path, &st0);
 
 	switch (mode) {
 	case MODE_DONTNEED:
@@ -283,9 +273,7 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 
 	nvmx_create_vm(&vm, &vcpu, l1_guest_code,
 		       NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
-	l2_mode = MODE_RACE;
 	l2_race_iters = iters;
-	sync_global_to_guest(vm, l2_mode);
 	sync_global_to_guest(vm, l2_race_iters);
 	race.vapic = nvmx_page_hva(vm, NVMX_PG_VAPIC);
 	race.max_gens = max_gens;

@@ -133,16 +133,8 @@ static void run_mode(enum mode mode)
 	char path[PATH_MAX];
 	bool stats;
 
-	sh = nvmx_create_vm(&vm, &vcpu, l1_guest_code,
-			    NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
-	nvmx_write_start_pages(nvmx_page_hva(vm, NVMX_PG_MSR_BITMAP),
-			       nvmx_page_hva(vm, NVMX_PG_VAPIC));
-	stats = nvmx_stats_find(path, sizeof(path));
-
-	nvmx_run_to_sync(vcpu, NVMX_SYNC_PARKED, &uc);
-	nvmx_check_parked(&uc);
-	if (stats)
-		nvmx_stats_read(path, &st0);
+	sh = nvmx_create_parked_vm(&vm, &vcpu, l1_guest_code, &uc, path, sizeof(path),
+				   &stats, &st0);
 
 	switch (mode) {
 	case MODE_RECREATE:

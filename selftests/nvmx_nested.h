@@ -38,6 +38,8 @@
 #include "hyperv.h"
 #include "evmcs.h"
 
+#include "nvmx_stats.h"
+
 #define NVMX_PAGES_GPA		0xc0000000ul
 #define NVMX_PAGES_SLOT		10
 #define NVMX_NR_PAGES		3
@@ -682,6 +684,35 @@ static inline struct nvmx_shared *nvmx_create_vm(struct kvm_vm **vmp, struct kvm
 	sh = addr_gva2hva(*vmp, sh_gva);
 	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
 	vcpu_args_set(*vcpup, 3, vmx_gva, 0, sh_gva);
+	return sh;
+}
+
+/*
+ * Create the test VM with all three pages in use and their start contents,
+ * and run until L2 is parked in userspace (nvmx_l2_parked_sequence()) with
+ * the pages mapped.  Returns the shared area; *@stats says whether the
+ * module's statistics exist for this VM, and if so @path names them and
+ * *@st0 holds their values at the park.
+ */
+static inline struct nvmx_shared *nvmx_create_parked_vm(struct kvm_vm **vmp,
+							struct kvm_vcpu **vcpup,
+							void *l1_code, struct ucall *uc,
+							char *path, size_t len,
+							bool *stats,
+							struct nvmx_stats *st0)
+{
+	struct nvmx_shared *sh;
+
+	sh = nvmx_create_vm(vmp, vcpup, l1_code,
+			    NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
+	nvmx_write_start_pages(nvmx_page_hva(*vmp, NVMX_PG_MSR_BITMAP),
+			       nvmx_page_hva(*vmp, NVMX_PG_VAPIC));
+	*stats = nvmx_stats_find(path, len);
+
+	nvmx_run_to_sync(*vcpup, NVMX_SYNC_PARKED, uc);
+	nvmx_check_parked(uc);
+	if (*stats)
+		nvmx_stats_read(path, st0);
 	return sh;
 }
 
