@@ -103,11 +103,14 @@ void nvmx_shim_map_clear(struct kvm_host_map *map);
 u32 nvmx_shim_provider(void);
 /*
  * Test only, to prove that the tests can fail: ignore mmu_notifier and
- * memslot invalidations (serve stale pages), or drop every cached mapping
- * at unmap() (map and memremap on every nested VM-entry, as stock does).
+ * memslot invalidations (serve stale pages), drop every cached mapping at
+ * unmap() (map and memremap on every nested VM-entry, as stock does), or
+ * look caches up by page kind alone (ignore a changed GPA or memslot
+ * generation).
  */
 bool nvmx_shim_break_invalidation(void);
 bool nvmx_shim_break_persistence(void);
+bool nvmx_shim_break_lookup(void);
 
 /* The VM's memslot generation; kvm->srcu must be held. */
 u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu);

@@ -100,6 +100,12 @@ pub(crate) fn break_persistence() -> bool {
     unsafe { raw::nvmx_shim_break_persistence() }
 }
 
+/// The test-only `break_lookup` module parameter.
+pub(crate) fn break_lookup() -> bool {
+    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
+    unsafe { raw::nvmx_shim_break_lookup() }
+}
+
 /// Lets the scheduler run something else in a retry loop.
 pub(crate) fn cond_resched() {
     // SAFETY: Only called from `map()`, which runs in process context and

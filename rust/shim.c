@@ -41,6 +41,11 @@ module_param(break_persistence, bool, 0644);
 MODULE_PARM_DESC(break_persistence,
 		 "TEST ONLY: drop every cached mapping at unmap (remap on each nested VM-entry)");
 
+static bool break_lookup;
+module_param(break_lookup, bool, 0644);
+MODULE_PARM_DESC(break_lookup,
+		 "TEST ONLY: look cached pages up by kind alone, ignoring a changed GPA");
+
 /* nvmx_shim_resolve() relies on a direct map covering all of RAM. */
 static_assert(IS_ENABLED(CONFIG_X86_64));
 static_assert(NVMX_PAGE_MSR_BITMAP == (int)KVM_NVMX_PAGE_MSR_BITMAP);
@@ -84,6 +89,11 @@ bool nvmx_shim_break_invalidation(void)
 bool nvmx_shim_break_persistence(void)
 {
 	return READ_ONCE(break_persistence);
+}
+
+bool nvmx_shim_break_lookup(void)
+{
+	return READ_ONCE(break_lookup);
 }
 
 int nvmx_shim_stock_map(struct kvm_vcpu *vcpu, u64 gfn, struct kvm_host_map *map)

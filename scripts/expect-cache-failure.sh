@@ -9,6 +9,8 @@
 #                       invalidations, so it serves stale pages
 #   break_persistence   the cache forgets every mapping at unmap(), so it
 #                       maps (and memremaps) on every nested VM-entry
+#   break_lookup        the cache is looked up by page kind alone, so it
+#                       ignores a changed vmcs12 address
 . "$(dirname "$0")/lib.sh"
 
 # expect_caught PARAM TEST...: with PARAM=1 the run must fail, and each
@@ -33,3 +35,4 @@ expect_caught() {
 step "cache that ignores invalidations" expect_caught break_invalidation \
 	nvmx_inval_dontneed nvmx_inval_migrate nvmx_inval_race nvmx_memslot_recreate
 step "cache that does not persist" expect_caught break_persistence nvmx_unmanaged
+step "cache that ignores the GPA" expect_caught break_lookup nvmx_pages

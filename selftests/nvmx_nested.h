@@ -42,12 +42,14 @@
 
 #define NVMX_PAGES_GPA		0xc0000000ul
 #define NVMX_PAGES_SLOT		10
-#define NVMX_NR_PAGES		3
+#define NVMX_NR_PAGES		4
 
 enum nvmx_page {
 	NVMX_PG_MSR_BITMAP,
 	NVMX_PG_APIC_ACCESS,
 	NVMX_PG_VAPIC,
+	/* A second virtual-APIC page, for NVMX_USE_VAPIC_SWITCH. */
+	NVMX_PG_VAPIC_ALT,
 };
 
 #define NVMX_APIC_TPR		0x80
@@ -70,6 +72,7 @@ enum nvmx_cmd {
 	NVMX_CMD_MSR_BITMAP,	/* arg: intercept pattern */
 	NVMX_CMD_SET_VTPR,	/* arg: value for VTPR (offset 0x80) */
 	NVMX_CMD_GET_VTPR,	/* L1 copies VTPR to vtpr */
+	NVMX_CMD_SWITCH_VAPIC,	/* L1 points vmcs12 at the other vAPIC page */
 	NVMX_CMD_DONE,		/* L1 leaves the loop and reports UCALL_DONE */
 };
 
@@ -77,6 +80,12 @@ enum nvmx_cmd {
 #define NVMX_USE_APIC_ACCESS	BIT(1)
 #define NVMX_USE_VAPIC		BIT(2)
 #define NVMX_USE_EVMCS		BIT(3)
+/*
+ * With NVMX_USE_VAPIC: every round, L1 points VIRTUAL_APIC_PAGE_ADDR at the
+ * other of two pages before it stores VTPR, so KVM must follow a changed
+ * vmcs12 address (a cache keyed on the page kind alone would not).
+ */
+#define NVMX_USE_VAPIC_SWITCH	BIT(4)
 
 /* One page in L1 memory, shared by the host (setup), L1 and L2. */
 struct nvmx_shared {
@@ -93,6 +102,8 @@ struct nvmx_shared {
 	uint64_t nr_apic_access;
 	uint64_t apic_qual;
 	uint64_t vtpr;
+	/* The vAPIC page vmcs12 points at (NVMX_PG_VAPIC or _ALT), L1's. */
+	uint64_t vapic_pg;
 	/* Set by the host while L2 is parked: NVMX_L2_* flags. */
 	uint64_t l2_flags;
 };
@@ -234,6 +245,7 @@ static inline void nvmx_l1_enable_pages(void)
 	if (sh->use & NVMX_USE_MSR_BITMAP)
 		GUEST_ASSERT(!vmwrite(MSR_BITMAP, sh->page_gpa[NVMX_PG_MSR_BITMAP]));
 	if (sh->use & NVMX_USE_VAPIC) {
+		sh->vapic_pg = NVMX_PG_VAPIC;
 		GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR,
 				      sh->page_gpa[NVMX_PG_VAPIC]));
 		GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
@@ -268,12 +280,18 @@ static inline bool nvmx_l1_vmcall(void)
 				~HV_VMX_ENLIGHTENED_CLEAN_FIELD_MSR_BITMAP;
 		break;
 	case NVMX_CMD_SET_VTPR:
-		vtpr = (uint32_t *)(sh->page_gpa[NVMX_PG_VAPIC] + NVMX_APIC_TPR);
+		vtpr = (uint32_t *)(sh->page_gpa[sh->vapic_pg] + NVMX_APIC_TPR);
 		*vtpr = sh->arg;
 		break;
 	case NVMX_CMD_GET_VTPR:
-		vtpr = (uint32_t *)(sh->page_gpa[NVMX_PG_VAPIC] + NVMX_APIC_TPR);
+		vtpr = (uint32_t *)(sh->page_gpa[sh->vapic_pg] + NVMX_APIC_TPR);
 		sh->vtpr = *vtpr;
+		break;
+	case NVMX_CMD_SWITCH_VAPIC:
+		sh->vapic_pg = sh->vapic_pg == NVMX_PG_VAPIC ? NVMX_PG_VAPIC_ALT :
+							       NVMX_PG_VAPIC;
+		GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR,
+				      sh->page_gpa[sh->vapic_pg]));
 		break;
 	case NVMX_CMD_DONE:
 		return false;
@@ -457,6 +475,8 @@ static inline void nvmx_l2_exercise(uint64_t i)
 			       nvmx_sh->apic_qual, 0x1000 | off);
 	}
 	if (use & NVMX_USE_VAPIC) {
+		if (use & NVMX_USE_VAPIC_SWITCH)
+			nvmx_l2_call(NVMX_CMD_SWITCH_VAPIC, 0);
 		want = i % 16;
 		nvmx_l2_call(NVMX_CMD_SET_VTPR, want << 4);
 		cr8 = nvmx_l2_read_cr8();
@@ -514,6 +534,8 @@ static inline void nvmx_expected_exits(uint64_t use, uint64_t n,
 			want->nr_apic_access += 2;
 		if (use & NVMX_USE_VAPIC)
 			want->nr_vmcall += 2;
+		if (use & NVMX_USE_VAPIC_SWITCH)
+			want->nr_vmcall++;
 	}
 }
 

@@ -17,8 +17,12 @@
  *                 each must exit to L1 with EXIT_REASON_APIC_ACCESS and the
  *                 offset and access type in the exit qualification; a read
  *                 of the TPR offset must not exit and must return VTPR;
- *   virtual_apic  L1 stores VTPR, L2 must read it through CR8, and the CR8
- *                 value L2 writes must reach the page (TPR shadow, no exit).
+ *   virtual_apic  L1 first points VIRTUAL_APIC_PAGE_ADDR at the other of two
+ *                 pages, then stores VTPR there: L2 must read it through
+ *                 CR8, and the CR8 value L2 writes must reach that page
+ *                 (TPR shadow, no exit).  A cache that does not follow a
+ *                 changed vmcs12 address serves the previous page and fails
+ *                 here.
  * The host then checks L1's exit counters against the totals the patterns
  * imply.
  *
@@ -27,7 +31,7 @@
  * after it rewrote it, so KVM may skip the merge only when nothing changed.
  * eVMCS v1 has no APIC-access page (KVM does not offer "virtualize APIC
  * accesses" with it), so that mode uses the MSR bitmap and the virtual-APIC
- * page (and the eVMCS page itself).
+ * page (and the eVMCS page itself), with one virtual-APIC page.
  *
  * Not covered: the posted-interrupt descriptor.  Bochs 2.7 has no posted
  * interrupts, so KVM runs with enable_apicv=N and never offers them to L1.
@@ -52,7 +56,8 @@ static void check_count(const char *what, uint64_t got, uint64_t want)
 
 int main(int argc, char *argv[])
 {
-	uint64_t use = NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC;
+	uint64_t use = NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC |
+		       NVMX_USE_VAPIC_SWITCH;
 	vm_vaddr_t vmx_gva, hv_gva = 0, sh_gva;
 	struct nvmx_shared *sh, want;
 	struct kvm_vcpu *vcpu;
