@@ -59,13 +59,24 @@ const NR_KINDS: usize = PageKind::ALL.len();
 const VM_LOCK_CLASS: u32 = NR_KINDS as u32;
 
 /// One cache: the state machine plus what the kernel side needs besides.
+///
+/// # Invariants
+///
+/// If `state` has a mapping installed, its `mapping` is a live kernel
+/// address of its `pfn` (the direct map, or a `memremap()` that only this
+/// slot will undo), made by [`Vcpu::resolve`].
 pub(crate) struct Slot {
     state: CacheState,
     /// Unmanaged mappings torn down (`memunmap()`).
     memunmaps: u64,
 }
 
-/// The caches of one vCPU.
+/// The caches of one vCPU, indexed by [`ffi::kind_index`].
+///
+/// # Invariants
+///
+/// `slots[i]` holds a cache of the page kind with index `i`, and its lock
+/// has that kind's lockdep class.
 pub(crate) struct VcpuCaches {
     idx: u32,
     slots: [RwLock<Slot>; NR_KINDS],
@@ -85,6 +96,11 @@ struct VmInner {
 }
 
 /// Per-VM part of the cache.
+///
+/// # Invariants
+///
+/// `inner` is taken before any slot lock of the VM's caches; `handle` is
+/// the shim object whose notifier drives `inner.inval`.
 pub(crate) struct CacheVm {
     handle: VmHandle,
     inner: RwLock<VmInner>,
@@ -92,6 +108,11 @@ pub(crate) struct CacheVm {
 }
 
 /// Per-vCPU part of the cache.
+///
+/// # Invariants
+///
+/// `caches` is on `vm.inner.vcpus` from construction on, so every
+/// invalidation of the VM sees it.
 pub(crate) struct CacheVcpu {
     vm: Arc<CacheVm>,
     caches: Arc<VcpuCaches>,
@@ -325,6 +346,7 @@ impl CacheVcpu {
             // Atomic allocation: we hold a spinning lock.
             inner.vcpus.push(caches.clone(), GFP_ATOMIC)?;
         }
+        // INVARIANT: `caches` was pushed onto the VM's list above.
         Ok(CacheVcpu { vm, caches })
     }
 
