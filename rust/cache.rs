@@ -183,18 +183,6 @@ impl Kicks {
     }
 }
 
-/// Releases a kernel mapping the cache no longer serves (the cache holds no
-/// page reference of its own). May sleep.
-fn release(r: &Resolved, slot_memunmaps: Option<&mut u64>) {
-    let p = to_pfn(r);
-    p.unmap();
-    if p.unmanaged() {
-        if let Some(n) = slot_memunmaps {
-            *n += 1;
-        }
-    }
-}
-
 impl CacheVm {
     pub(crate) fn new(handle: VmHandle) -> Result<Arc<Self>> {
         let inner = VmInner {
@@ -354,13 +342,20 @@ impl CacheVcpu {
         self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
     }
 
-    fn slot(&self, kind: PageKind) -> &RwLock<Slot> {
+    /// The cache of `kind`; its lock is the one `get()` leaves held for
+    /// `put()`.
+    pub(crate) fn slot(&self, kind: PageKind) -> &RwLock<Slot> {
         &self.caches.slots[ffi::kind_index(kind)]
     }
 
-    /// The lock `get()` leaves held for `put()`.
-    pub(crate) fn slot_lock(&self, kind: PageKind) -> &RwLock<Slot> {
-        self.slot(kind)
+    /// Undoes a kernel mapping the cache of `kind` no longer serves, and
+    /// counts it if it was a `memunmap()`. The cache holds no page reference
+    /// of its own. May sleep; call with no lock held.
+    fn release(&self, kind: PageKind, r: &Resolved) {
+        to_pfn(r).unmap();
+        if r.unmanaged {
+            self.slot(kind).write().memunmaps += 1;
+        }
     }
 
     /// `map()`: serve `gfn` from the cache, refreshing it if needed. May
@@ -429,27 +424,20 @@ impl CacheVcpu {
                     // Otherwise the reference from `resolve` is KVM's until
                     // `unmap()`.
                     if let Some(old) = old {
-                        let mut n = 0;
-                        release(&old, Some(&mut n));
-                        slot.write().memunmaps += n;
+                        self.release(kind, &old);
                     }
                     self.set_gfn(kind, gfn);
                     map.fill(new.kaddr(), new.pfn(), gfn);
                     return Ok(());
                 }
                 Commit::Retry { discard } => {
-                    let mut n = 0;
                     new.put_ref(false);
-                    to_pfn(&discard).unmap();
-                    if discard.unmanaged {
-                        n += 1;
-                    }
-                    slot.write().memunmaps += n;
+                    self.release(kind, &discard);
                     ffi::cond_resched();
                 }
                 Commit::Stale { discard } => {
                     new.put_ref(false);
-                    to_pfn(&discard).unmap();
+                    self.release(kind, &discard);
                     return Err(EAGAIN);
                 }
             }
@@ -479,13 +467,10 @@ impl CacheVcpu {
                 let mut s = self.slot(kind).write();
                 let old = s.state.deactivate();
                 s.state.activate();
-                if old.is_some_and(|r| r.unmanaged) {
-                    s.memunmaps += 1;
-                }
                 old
             };
             if let Some(r) = old {
-                release(&r, None);
+                self.release(kind, &r);
             }
         }
     }
@@ -503,23 +488,22 @@ impl CacheVcpu {
 }
 
 impl Drop for CacheVcpu {
-    /// vCPU teardown: stop serving, take the caches off the notifier's list
-    /// and release their mappings. Runs after KVM's last use of the vCPU.
+    /// vCPU teardown: deactivate the caches (invalidations skip them from
+    /// then on) and release their mappings. Runs after KVM's last use of the
+    /// vCPU.
     fn drop(&mut self) {
         let mut old: [Option<Resolved>; NR_KINDS] = [None; NR_KINDS];
         {
             // Under the VM lock, so no invalidation walks the caches now.
             let _vm = self.vm.inner.write();
             for (i, slot) in self.caches.slots.iter().enumerate() {
-                let mut s = slot.write();
-                old[i] = s.state.deactivate();
-                if old[i].is_some_and(|r| r.unmanaged) {
-                    s.memunmaps += 1;
-                }
+                old[i] = slot.write().state.deactivate();
             }
         }
-        for r in old.iter().flatten() {
-            release(r, None);
+        for (kind, r) in PageKind::ALL.iter().zip(old.iter()) {
+            if let Some(r) = r {
+                self.release(*kind, r);
+            }
         }
     }
 }

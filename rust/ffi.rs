@@ -664,7 +664,7 @@ extern "C" fn nvmx_rs_put(
     if let VcpuState::Cache(c) = state {
         // SAFETY: KVM calls put() exactly once after each non-null get() of
         // the same page, whose guard `nvmx_rs_get` leaked.
-        unsafe { c.slot_lock(kind).unlock_leaked_read() };
+        unsafe { c.slot(kind).unlock_leaked_read() };
     }
 }
 
