@@ -25,7 +25,7 @@ typedef _Bool bool;
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define NVMX_SHIM_ABI_VERSION 3
+#define NVMX_SHIM_ABI_VERSION 4
 
 struct kvm;
 struct kvm_vcpu;
@@ -62,7 +62,18 @@ enum nvmx_stat {
 	NVMX_STAT_MEMREMAP,
 	NVMX_STAT_MEMUNMAP,
 	NVMX_STAT_RELOADS,
+	/* vCPUs whose caches are on the VM's list (not a counter). */
+	NVMX_STAT_VCPUS,
 	NVMX_NR_STATS,
+};
+
+/* Per-vCPU statistics, debugfs "vcpu<idx>_<name> <value>" lines. */
+enum nvmx_vcpu_stat {
+	NVMX_VCPU_STAT_IDX,	/* vcpu->vcpu_idx: names the lines */
+	NVMX_VCPU_STAT_KICKS,	/* reload requests made to this vCPU */
+	NVMX_VCPU_STAT_REFRESHES,
+	NVMX_VCPU_STAT_HITS,
+	NVMX_NR_VCPU_STATS,
 };
 
 /*
@@ -133,15 +144,31 @@ bool nvmx_shim_get_pfn(u64 pfn);
 void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p);
 /* kvm_vcpu_mark_page_dirty(). */
 void nvmx_shim_mark_dirty(struct kvm_vcpu *vcpu, u64 gfn);
-/* vcpu->vcpu_idx, the index kvm_nvmx_request_pages_reload() uses. */
+/*
+ * vcpu->vcpu_idx.  Not valid in vcpu_init(): KVM assigns it only after
+ * kvm_arch_vcpu_create() succeeded; valid once the vCPU has run.
+ */
 u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu);
 /*
- * Make the vCPUs set in @bitmap (NVMX_RELOAD_BITMAP_WORDS words; NULL: all)
- * reload their hardware-visible pages and wait until none runs L2 with the
- * old addresses.  Needs IRQs enabled; does not sleep.
+ * Invalidation of hardware-visible pages, in two steps, both called with
+ * the module's per-VM lock held for write (which also serialises the VM's
+ * reload mask):
+ *
+ * nvmx_shim_reload_mark() makes KVM_REQ_NESTED_PAGES_RELOAD pending on
+ * @vcpu at once (no IPI) and notes @vcpu in the VM's reload mask.  Call it
+ * before the invalidated cache can be seen by get(), so that KVM finds the
+ * request pending whenever get() returns NULL for a mapped page.  @vcpu
+ * must be a vCPU of @vm that has mapped the page (so its vcpu_idx is
+ * valid) and is not yet freed.
+ *
+ * nvmx_shim_reload_send() kicks the vCPUs in the mask out of L2 and waits
+ * until none runs L2 with the old addresses (KVM_REQUEST_WAIT), then
+ * clears the mask.  Needs IRQs enabled; does not sleep.  Because it runs
+ * under the per-VM lock, which vcpu_free() takes before a vCPU goes away,
+ * it never reaches a freed vCPU.
  */
-#define NVMX_RELOAD_BITMAP_WORDS 8
-void nvmx_shim_request_reload(struct nvmx_vm *vm, const u64 *bitmap);
+void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu);
+void nvmx_shim_reload_send(struct nvmx_vm *vm);
 void nvmx_shim_cond_resched(void);
 
 /*
@@ -172,12 +199,23 @@ void *nvmx_rs_get(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
 void nvmx_rs_put(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
 		 struct kvm_host_map *map, bool dirty);
 void nvmx_rs_memslots_updated(void *rs, u64 gen);
-/* The VM's mmu_notifier. start returns 0 or -EAGAIN (only if !blockable). */
-int nvmx_rs_mn_start(void *rs, u64 start, u64 end, bool blockable);
+/*
+ * The VM's mmu_notifier.  start never fails: it waits for the kicked vCPUs
+ * also in a non-blockable range (the OOM reaper), as KVM's own notifier
+ * waits for its TLB-flush request there; a start that failed would get no
+ * end call from the core, and the core WARNs when a notifier that has an
+ * invalidate_range_end fails a start.
+ */
+void nvmx_rs_mn_start(void *rs, u64 start, u64 end);
 void nvmx_rs_mn_end(void *rs, u64 start, u64 end);
 void nvmx_rs_mn_release(void *rs);
 /* Fill @out[NVMX_NR_STATS] with the VM's statistics. */
 void nvmx_rs_vm_stats(void *rs, u64 *out);
+/*
+ * Fill @out[NVMX_NR_VCPU_STATS] for the @pos-th vCPU on the VM's list;
+ * false if there is none.
+ */
+bool nvmx_rs_vcpu_stats(void *rs, u32 pos, u64 *out);
 /*
  * Module-wide counts of what is alive right now, for leak checks: kernel
  * mappings made by nvmx_shim_resolve() and not yet undone, pfn references

@@ -19,8 +19,22 @@
 //!    classes, never the other way round).
 //!
 //! The mmu_notifier callbacks take 2 then 3. No lock of this file is held
-//! while sleeping (resolving a pfn, `memremap()`, `memunmap()`) or while
-//! waiting for vCPUs to leave L2.
+//! while sleeping (resolving a pfn, `memremap()`, `memunmap()`).
+//!
+//! # Kicks
+//!
+//! An invalidation walks the caches with 2 held for write. For a cache
+//! whose page the vCPU's vmcs02 may hold ([`CacheState::hardware_in_use`]),
+//! it makes `KVM_REQ_NESTED_PAGES_RELOAD` pending on that vCPU while it
+//! still holds the cache's lock 3, so `get()` can never see the invalidated
+//! cache without the request being pending (KVM treats a NULL without a
+//! pending request as fatal). After the walk, still under 2, it kicks the
+//! marked vCPUs out of L2 and waits for them, in blockable and
+//! non-blockable ranges alike, as KVM's own notifier waits for its TLB
+//! flush. Waiting under 2 is what keeps a kicked vCPU from being freed
+//! meanwhile: `vcpu_free()` takes 2 before the vCPU goes. It cannot
+//! deadlock: the vCPUs waited for are in guest mode, where they hold none
+//! of these locks, and nobody takes them with IRQs disabled.
 //!
 //! # What may sleep
 //!
@@ -48,7 +62,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::ffi::{self, HostMap, Pfn, ReadGuard, RwLock, Vcpu, VmHandle, RELOAD_WORDS};
+use crate::ffi::{self, HostMap, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VmHandle};
 use crate::state::{
     CacheState, Commit, InvalCause, InvalSeq, Invalidated, Lookup, MissReason, PageKind, Resolved,
     Stats, PAGE_SHIFT,
@@ -78,21 +92,24 @@ pub(crate) struct Slot {
 /// `slots[i]` holds a cache of the page kind with index `i`, and its lock
 /// has that kind's lockdep class.
 pub(crate) struct VcpuCaches {
-    idx: u32,
+    /// The vCPU, to kick it; its `vcpu_idx` is read only when kicking.
+    vcpu: VcpuRef,
     slots: [RwLock<Slot>; NR_KINDS],
     /// The gfn KVM last mapped per kind, for dirty marking at `unmap()`.
     gfns: [AtomicU64; NR_KINDS],
+    /// Reload requests made to this vCPU (statistics).
+    kicks: AtomicU64,
 }
 
 /// # Invariants
 ///
-/// Every cache the notifier must see is on `vcpus`. A freed vCPU's caches
-/// stay on it, deactivated (so invalidations skip them), until the VM is
-/// destroyed; KVM does not unplug vCPUs, so the list only grows to the
-/// number of vCPUs.
+/// Every cache the notifier must see is on `vcpus`, and only caches of live
+/// vCPUs are: `vcpu_free()` empties the vCPU's entry, and a later vCPU
+/// reuses it, so the list is as long as the most vCPUs the VM ever had at
+/// once (a failed `KVM_CREATE_VCPU` leaves nothing behind).
 struct VmInner {
     inval: InvalSeq,
-    vcpus: KVec<Arc<VcpuCaches>>,
+    vcpus: KVec<Option<Arc<VcpuCaches>>>,
 }
 
 /// Per-VM part of the cache.
@@ -104,7 +121,6 @@ struct VmInner {
 pub(crate) struct CacheVm {
     handle: VmHandle,
     inner: RwLock<VmInner>,
-    hits: AtomicU64,
 }
 
 /// Per-vCPU part of the cache.
@@ -146,43 +162,6 @@ fn to_pfn(r: &Resolved) -> Pfn {
     Pfn::from_parts(r.pfn, r.mapping, r.unmanaged)
 }
 
-/// Vcpu bitmap for [`ffi::request_reload`]; `None` means all vCPUs (an index
-/// beyond the bitmap).
-struct Kicks {
-    any: bool,
-    overflow: bool,
-    bits: [u64; RELOAD_WORDS],
-}
-
-impl Kicks {
-    fn new() -> Self {
-        Kicks {
-            any: false,
-            overflow: false,
-            bits: [0; RELOAD_WORDS],
-        }
-    }
-
-    fn add(&mut self, idx: u32, inv: Invalidated) {
-        if !inv.kick_vcpu {
-            return;
-        }
-        self.any = true;
-        let (word, bit) = ((idx / 64) as usize, idx % 64);
-        match self.bits.get_mut(word) {
-            Some(w) => *w |= 1 << bit,
-            None => self.overflow = true,
-        }
-    }
-
-    /// Forces the vCPUs out of L2 and waits. Call with no lock held.
-    fn send(&self, vm: &VmHandle) {
-        if self.any {
-            ffi::request_reload(vm, (!self.overflow).then_some(&self.bits));
-        }
-    }
-}
-
 impl CacheVm {
     pub(crate) fn new(handle: VmHandle) -> Result<Arc<Self>> {
         let inner = VmInner {
@@ -193,27 +172,30 @@ impl CacheVm {
             CacheVm {
                 handle,
                 inner: RwLock::new(VM_LOCK_CLASS, inner)?,
-                hits: AtomicU64::new(0),
             },
             GFP_KERNEL,
         )?)
     }
 
-    /// Applies `f` to every cache of the VM under the locks, then kicks the
-    /// vCPUs whose hardware-visible pages went stale, and waits for them.
-    fn invalidate_each(&self, mut f: impl FnMut(&mut InvalSeq, &mut CacheState) -> Invalidated) {
-        let mut kicks = Kicks::new();
-        {
-            let mut vm = self.inner.write();
-            let VmInner { inval, vcpus, .. } = &mut *vm;
-            for v in vcpus.iter() {
-                for slot in v.slots.iter() {
-                    let mut s = slot.write();
-                    kicks.add(v.idx, f(inval, &mut s.state));
+    /// Applies `f` to every cache of the VM, with the per-VM lock held for
+    /// write (the caller's `vm`), then kicks the vCPUs whose
+    /// hardware-visible pages went stale and waits for them, still under
+    /// that lock (see "Kicks" above).
+    fn invalidate_each(&self, vm: &mut VmInner, mut f: impl FnMut(&mut CacheState) -> Invalidated) {
+        for v in vm.vcpus.iter().flatten() {
+            let mut kicked = false;
+            for slot in v.slots.iter() {
+                let mut s = slot.write();
+                if f(&mut s.state).kick_vcpu && !kicked {
+                    // Before `s` is dropped: `get()` must not see the
+                    // invalidated cache without the request (F3).
+                    self.handle.reload_mark(&v.vcpu);
+                    v.kicks.fetch_add(1, Ordering::Relaxed);
+                    kicked = true;
                 }
             }
         }
-        kicks.send(&self.handle);
+        self.handle.reload_send();
     }
 
     /// The VM's memslots changed: nothing cached may be served again, and
@@ -223,39 +205,23 @@ impl CacheVm {
         if ffi::break_invalidation() {
             return;
         }
-        self.invalidate_each(|_, s| s.invalidate_all(InvalCause::Memslot));
+        let mut vm = self.inner.write();
+        self.invalidate_each(&mut vm, |s| s.invalidate_all(InvalCause::Memslot));
     }
 
     /// `invalidate_range_start`: nothing that overlaps `[start, end)` may be
-    /// served or used by the CPU once this returns.
-    pub(crate) fn invalidate_start(&self, start: u64, end: u64, blockable: bool) -> Result {
-        let broken = ffi::break_invalidation();
-        let mut kicks = Kicks::new();
-        {
-            let mut vm = self.inner.write();
-            let VmInner { inval, vcpus, .. } = &mut *vm;
-            // First, so that a refresh that resolved before this point and
-            // commits after it retries (see `InvalSeq`).
-            if inval.begin().is_err() {
-                pr_warn!("invalidation counter saturated\n");
-            }
-            if !broken {
-                for v in vcpus.iter() {
-                    for slot in v.slots.iter() {
-                        kicks.add(v.idx, slot.write().state.invalidate_range(start, end));
-                    }
-                }
-            }
+    /// served or used by the CPU once this returns. Never fails, also in a
+    /// non-blockable range: waiting for the kicked vCPUs does not sleep.
+    pub(crate) fn invalidate_start(&self, start: u64, end: u64) {
+        let mut vm = self.inner.write();
+        // First, so that a refresh that resolved before this point and
+        // commits after it retries (see `InvalSeq`).
+        if vm.inval.begin().is_err() {
+            pr_warn!("invalidation counter saturated\n");
         }
-        if kicks.any && !blockable {
-            // We cannot wait for the vCPUs (e.g. the OOM reaper): refuse the
-            // range instead of letting the CPU use a page that may go away.
-            // The core does not call invalidate_range_end for us then.
-            let _ = self.inner.write().inval.end();
-            return Err(EAGAIN);
+        if !ffi::break_invalidation() {
+            self.invalidate_each(&mut vm, |s| s.invalidate_range(start, end));
         }
-        kicks.send(&self.handle);
-        Ok(())
     }
 
     /// `invalidate_range_end`: the host page tables are updated; refreshes
@@ -268,7 +234,8 @@ impl CacheVm {
 
     /// The address space is going away: serve nothing from it any more.
     pub(crate) fn release(&self) {
-        self.invalidate_each(|_, s| s.invalidate_all(InvalCause::Teardown));
+        let mut vm = self.inner.write();
+        self.invalidate_each(&mut vm, |s| s.invalidate_all(InvalCause::Teardown));
     }
 
     /// Sums the statistics of all caches of the VM into `out`, in the order
@@ -277,7 +244,9 @@ impl CacheVm {
         let vm = self.inner.read();
         let mut total = Stats::default();
         let mut memunmaps = 0;
-        for v in vm.vcpus.iter() {
+        let mut nr_vcpus = 0;
+        for v in vm.vcpus.iter().flatten() {
+            nr_vcpus += 1;
             for slot in v.slots.iter() {
                 let s = slot.read();
                 add_stats(&mut total, s.state.stats());
@@ -285,7 +254,7 @@ impl CacheVm {
             }
         }
         let values = [
-            self.hits.load(Ordering::Relaxed) + total.hits,
+            total.hits,
             total.misses,
             total.refreshes,
             total.retries,
@@ -295,9 +264,63 @@ impl CacheVm {
             total.memremap,
             memunmaps,
             total.reloads,
+            nr_vcpus,
         ];
         for (o, v) in out.iter_mut().zip(values) {
             *o = v;
+        }
+    }
+
+    /// The statistics of the `pos`-th vCPU on the list, in the order of
+    /// `enum nvmx_vcpu_stat`; false if there is none.
+    pub(crate) fn vcpu_stats(&self, pos: usize, out: &mut [u64]) -> bool {
+        let vm = self.inner.read();
+        let Some(v) = vm.vcpus.iter().flatten().nth(pos) else {
+            return false;
+        };
+        let mut total = Stats::default();
+        for slot in v.slots.iter() {
+            add_stats(&mut total, slot.read().state.stats());
+        }
+        let values = [
+            u64::from(v.vcpu.idx()),
+            v.kicks.load(Ordering::Relaxed),
+            total.refreshes,
+            total.hits,
+        ];
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = v;
+        }
+        true
+    }
+
+    /// Puts `caches` on the list: into a free entry, or at the end. The
+    /// list grows with memory allocated before the lock is taken.
+    fn add_vcpu(&self, caches: Arc<VcpuCaches>) -> Result {
+        let mut bigger: Option<KVec<Option<Arc<VcpuCaches>>>> = None;
+        loop {
+            let mut vm = self.inner.write();
+            if let Some(free) = vm.vcpus.as_mut_slice().iter_mut().find(|e| e.is_none()) {
+                *free = Some(caches);
+                return Ok(());
+            }
+            if let Some(mut new) = bigger.take() {
+                if new.capacity() > vm.vcpus.len() {
+                    for e in vm.vcpus.as_mut_slice().iter_mut() {
+                        // Within the capacity: does not allocate.
+                        new.push(e.take(), GFP_NOWAIT)?;
+                    }
+                    core::mem::swap(&mut vm.vcpus, &mut new);
+                }
+            }
+            if vm.vcpus.len() < vm.vcpus.capacity() {
+                // Within the capacity: does not allocate.
+                vm.vcpus.push(Some(caches), GFP_NOWAIT)?;
+                return Ok(());
+            }
+            let want = 2 * vm.vcpus.len() + 2;
+            drop(vm);
+            bigger = Some(KVec::with_capacity(want, GFP_KERNEL_ACCOUNT)?);
         }
     }
 }
@@ -317,7 +340,7 @@ impl CacheVcpu {
         };
         let caches = Arc::new(
             VcpuCaches {
-                idx: vcpu.idx(),
+                vcpu: vcpu.to_ref(),
                 slots: [
                     mk(PageKind::ALL[0])?,
                     mk(PageKind::ALL[1])?,
@@ -326,15 +349,12 @@ impl CacheVcpu {
                     mk(PageKind::ALL[4])?,
                 ],
                 gfns: [const { AtomicU64::new(0) }; NR_KINDS],
+                kicks: AtomicU64::new(0),
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
-        {
-            let mut inner = vm.inner.write();
-            // Atomic allocation: we hold a spinning lock.
-            inner.vcpus.push(caches.clone(), GFP_ATOMIC)?;
-        }
-        // INVARIANT: `caches` was pushed onto the VM's list above.
+        vm.add_vcpu(caches.clone())?;
+        // INVARIANT: `caches` was put on the VM's list above.
         Ok(CacheVcpu { vm, caches })
     }
 
@@ -373,9 +393,11 @@ impl CacheVcpu {
         loop {
             let gen = vcpu.memslots_gen();
 
-            // Fast path: a valid cache for this gpa and generation.
+            // Fast path: a valid cache for this gpa and generation. The
+            // lock is exclusive because a hit records that vmcs02 will hold
+            // the page (`use_hit`).
             {
-                let s = slot.read();
+                let mut s = slot.write();
                 let hit = match s.state.check(gpa, gen) {
                     Lookup::Hit { pfn, mapping } => Some((pfn, mapping)),
                     // Test-only breakage: a cache keyed by page kind alone.
@@ -390,20 +412,20 @@ impl CacheVcpu {
                     // KVM's reference while mapped (see "Pages and
                     // references"), taken while the entry is valid.
                     if is_hw(kind) || Pfn::get_ref(pfn) {
+                        s.state.use_hit();
                         drop(s);
-                        self.vm.hits.fetch_add(1, Ordering::Relaxed);
                         self.set_gfn(kind, gfn);
                         map.fill(mapping, pfn, gfn);
                         return Ok(());
                     }
                 }
+                s.state.note_miss();
             }
 
             // Slow path: snapshot under the locks, resolve outside them.
             let ticket = {
                 let vm = self.vm.inner.write();
                 let mut s = slot.write();
-                let _ = s.state.lookup(gpa, gen);
                 let uhva = vcpu.gfn_to_hva(gfn).map_err(|_| EINVAL)?;
                 s.state
                     .begin_refresh(gpa, gen, uhva, &vm.inval)
@@ -455,7 +477,11 @@ impl CacheVcpu {
         if dirty {
             vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
         }
-        if !is_hw(kind) {
+        if is_hw(kind) {
+            // The vCPU is in root mode and vmcs02 gets this address again
+            // only through `map()`: invalidations need not kick it (F7).
+            self.slot(kind).write().state.unmapped();
+        } else {
             // The reference `map()` took for KVM's use of the address.
             Pfn::from_parts(map.pfn(), 0, false).put_ref(dirty);
         }
@@ -494,10 +520,16 @@ impl Drop for CacheVcpu {
     fn drop(&mut self) {
         let mut old: [Option<Resolved>; NR_KINDS] = [None; NR_KINDS];
         {
-            // Under the VM lock, so no invalidation walks the caches now.
-            let _vm = self.vm.inner.write();
+            // Under the VM lock, so no invalidation walks the caches or
+            // kicks this vCPU now, and none will once it is off the list.
+            let mut vm = self.vm.inner.write();
             for (i, slot) in self.caches.slots.iter().enumerate() {
                 old[i] = slot.write().state.deactivate();
+            }
+            for e in vm.vcpus.as_mut_slice().iter_mut() {
+                if e.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.caches)) {
+                    *e = None;
+                }
             }
         }
         for (kind, r) in PageKind::ALL.iter().zip(old.iter()) {

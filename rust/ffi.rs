@@ -46,8 +46,8 @@ pub(crate) const ABI_VERSION: u32 = raw::NVMX_SHIM_ABI_VERSION;
 /// Number of statistics reported per VM.
 pub(crate) const NR_STATS: usize = raw::nvmx_stat_NVMX_NR_STATS as usize;
 
-/// Words of the vCPU bitmap given to [`request_reload`].
-pub(crate) const RELOAD_WORDS: usize = raw::NVMX_RELOAD_BITMAP_WORDS as usize;
+/// Number of statistics reported per vCPU (`enum nvmx_vcpu_stat`).
+pub(crate) const NR_VCPU_STATS: usize = raw::nvmx_vcpu_stat_NVMX_NR_VCPU_STATS as usize;
 
 /// ABI version the C shim was compiled with.
 pub(crate) fn shim_abi_version() -> u32 {
@@ -157,13 +157,34 @@ pub(crate) struct HostMap<'a> {
     _p: PhantomData<&'a mut raw::kvm_host_map>,
 }
 
-impl Vcpu<'_> {
-    /// `vcpu->vcpu_idx`.
+/// A vCPU that the cache remembers beyond one callback, to kick it.
+///
+/// # Invariants
+///
+/// `ptr` points to a `struct kvm_vcpu` that stays live for as long as this
+/// value exists: it is created in `vcpu_init()` and lives inside the
+/// vCPU's caches, which `vcpu_free()` takes off the VM's list (under the
+/// per-VM lock) and drops before KVM frees the vCPU.
+pub(crate) struct VcpuRef {
+    ptr: NonNull<raw::kvm_vcpu>,
+}
+
+// SAFETY: The pointer is only handed back to the shim, whose functions may
+// be called from any thread (type invariant: the vCPU is live).
+unsafe impl Send for VcpuRef {}
+// SAFETY: As above; the value has no interior state.
+unsafe impl Sync for VcpuRef {}
+
+impl VcpuRef {
+    /// `vcpu->vcpu_idx`: valid only once the vCPU has run (KVM assigns it
+    /// after `vcpu_init()`), so read it when kicking, never at creation.
     pub(crate) fn idx(&self) -> u32 {
         // SAFETY: By the type invariant the vCPU is live.
         unsafe { raw::nvmx_shim_vcpu_idx(self.ptr.as_ptr()) }
     }
+}
 
+impl Vcpu<'_> {
     /// The VM's memslot generation. KVM calls `map()` with `kvm->srcu` held,
     /// which the read requires; only `map()` calls this.
     pub(crate) fn memslots_gen(&self) -> u64 {
@@ -179,6 +200,14 @@ impl Vcpu<'_> {
         // `uhva` is a valid out-pointer.
         to_result(unsafe { raw::nvmx_shim_gfn_to_hva(self.ptr.as_ptr(), gfn, &mut uhva) })?;
         Ok(uhva)
+    }
+
+    /// A handle on this vCPU that [`crate::cache`] keeps until
+    /// `vcpu_free()` (see [`VcpuRef`]).
+    pub(crate) fn to_ref(&self) -> VcpuRef {
+        // INVARIANT: Only `vcpu_init()` calls this, and the value lives in
+        // the vCPU's caches, which `vcpu_free()` drops.
+        VcpuRef { ptr: self.ptr }
     }
 
     /// Resolves `gfn` to a pfn (taking a reference if refcounted) and maps
@@ -338,14 +367,27 @@ unsafe impl Send for VmHandle {}
 // SAFETY: As above; the handle has no interior state.
 unsafe impl Sync for VmHandle {}
 
-/// Makes the vCPUs in `bitmap` (all if `None`) reload their
-/// hardware-visible pages, and waits until none runs L2 with the old ones.
-/// Needs IRQs enabled; call it with no lock of this module held.
-pub(crate) fn request_reload(vm: &VmHandle, bitmap: Option<&[u64; RELOAD_WORDS]>) {
-    let p = bitmap.map_or(core::ptr::null(), |b| b.as_ptr());
-    // SAFETY: The handle is live (type invariant); `p` is null or points to
-    // `RELOAD_WORDS` words that live across the call.
-    unsafe { raw::nvmx_shim_request_reload(vm.ptr.as_ptr(), p) }
+impl VmHandle {
+    /// Makes a reload of the hardware-visible pages pending on `vcpu` now,
+    /// and notes it for [`VmHandle::reload_send`]. Call it with the per-VM
+    /// lock held for write (it guards the shim's reload mask), for a vCPU
+    /// of this VM that has mapped the page, before the invalidated cache
+    /// can be seen by `get()`.
+    pub(crate) fn reload_mark(&self, vcpu: &VcpuRef) {
+        // SAFETY: The handle and the vCPU are live (type invariants); the
+        // caller holds the per-VM lock, which serialises the mask.
+        unsafe { raw::nvmx_shim_reload_mark(self.ptr.as_ptr(), vcpu.ptr.as_ptr()) }
+    }
+
+    /// Kicks the vCPUs marked since the last call out of L2 and waits until
+    /// none of them runs L2 with the old addresses. Call it with the per-VM
+    /// lock held for write: no marked vCPU can be freed meanwhile. Does not
+    /// sleep; needs IRQs enabled.
+    pub(crate) fn reload_send(&self) {
+        // SAFETY: The handle is live (type invariant); the caller holds the
+        // per-VM lock, so every vCPU in the mask is live.
+        unsafe { raw::nvmx_shim_reload_send(self.ptr.as_ptr()) }
+    }
 }
 
 /// A reader-writer lock backed by a C `rwlock_t` (the 6.12 `kernel` crate
@@ -685,13 +727,10 @@ extern "C" fn nvmx_rs_memslots_updated(rs: *mut c_void, gen: u64) {
 }
 
 #[no_mangle]
-extern "C" fn nvmx_rs_mn_start(rs: *mut c_void, start: u64, end: u64, blockable: bool) -> i32 {
+extern "C" fn nvmx_rs_mn_start(rs: *mut c_void, start: u64, end: u64) {
     // SAFETY: The shim unregisters the notifier (waiting for callbacks)
     // before it destroys the VM state.
-    match unsafe { vm_state(rs) }.invalidate_start(start, end, blockable) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
+    unsafe { vm_state(rs) }.invalidate_start(start, end);
 }
 
 #[no_mangle]
@@ -717,4 +756,16 @@ extern "C" fn nvmx_rs_vm_stats(rs: *mut c_void, out: *mut u64) {
     // SAFETY: The shim passes an array of `NR_STATS` values.
     let out = unsafe { core::slice::from_raw_parts_mut(out, NR_STATS) };
     vm.stats(out);
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_vcpu_stats(rs: *mut c_void, pos: u32, out: *mut u64) -> bool {
+    if out.is_null() {
+        return false;
+    }
+    // SAFETY: As in `nvmx_rs_vm_stats`.
+    let vm = unsafe { vm_state(rs) };
+    // SAFETY: The shim passes an array of `NR_VCPU_STATS` values.
+    let out = unsafe { core::slice::from_raw_parts_mut(out, NR_VCPU_STATS) };
+    vm.vcpu_stats(pos as usize, out)
 }

@@ -61,10 +61,9 @@ impl VmState {
         }
     }
 
-    pub(crate) fn invalidate_start(&self, start: u64, end: u64, blockable: bool) -> Result {
-        match self {
-            VmState::Cache(c) => c.invalidate_start(start, end, blockable),
-            VmState::PassThrough => Ok(()),
+    pub(crate) fn invalidate_start(&self, start: u64, end: u64) {
+        if let VmState::Cache(c) = self {
+            c.invalidate_start(start, end);
         }
     }
 
@@ -83,6 +82,13 @@ impl VmState {
     pub(crate) fn stats(&self, out: &mut [u64]) {
         if let VmState::Cache(c) = self {
             c.stats(out);
+        }
+    }
+
+    pub(crate) fn vcpu_stats(&self, pos: usize, out: &mut [u64]) -> bool {
+        match self {
+            VmState::Cache(c) => c.vcpu_stats(pos, out),
+            VmState::PassThrough => false,
         }
     }
 }

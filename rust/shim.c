@@ -11,6 +11,7 @@
  * and VM states alive module-wide, for leak checks.
  */
 #include <linux/atomic.h>
+#include <linux/bitmap.h>
 #include <linux/build_bug.h>
 #include <linux/debugfs.h>
 #include <linux/io.h>
@@ -54,13 +55,18 @@ static_assert(NVMX_PAGE_APIC_ACCESS == (int)KVM_NVMX_PAGE_APIC_ACCESS);
 static_assert(NVMX_PAGE_VIRTUAL_APIC == (int)KVM_NVMX_PAGE_VIRTUAL_APIC);
 static_assert(NVMX_PAGE_PI_DESC == (int)KVM_NVMX_PAGE_PI_DESC);
 static_assert(NVMX_NR_PAGES == (int)KVM_NVMX_NR_PAGES);
-static_assert(sizeof(u64) * NVMX_RELOAD_BITMAP_WORDS % sizeof(unsigned long) == 0);
 
 struct nvmx_vm {
 	struct mmu_notifier mn;
 	struct kvm *kvm;
 	struct dentry *stats;
 	void *rs;
+	/*
+	 * vCPUs to kick, by vcpu_idx: KVM_MAX_VCPUS bits, the size
+	 * kvm_make_vcpus_request_mask() walks.  Protected by the Rust
+	 * per-VM lock (see nvmx_shim_reload_mark()).
+	 */
+	unsigned long *reload_mask;
 };
 
 struct nvmx_rwlock {
@@ -202,7 +208,12 @@ bool nvmx_shim_get_pfn(u64 pfn)
 {
 	struct page *page = nvmx_refcounted_page(pfn);
 
-	return !page || get_page_unless_zero(page);
+	/*
+	 * The reference lives on the folio: a tail page of a THP or hugetlb
+	 * folio has a zero refcount of its own, so get_page_unless_zero()
+	 * would always fail there.  put_page() drops it from the folio too.
+	 */
+	return !page || folio_try_get(page_folio(page));
 }
 
 void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p)
@@ -222,9 +233,18 @@ u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu)
 	return vcpu->vcpu_idx;
 }
 
-void nvmx_shim_request_reload(struct nvmx_vm *vm, const u64 *bitmap)
+void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu)
 {
-	kvm_nvmx_request_pages_reload(vm->kvm, (unsigned long *)bitmap);
+	kvm_make_request(KVM_REQ_NESTED_PAGES_RELOAD, vcpu);
+	__set_bit(vcpu->vcpu_idx, vm->reload_mask);
+}
+
+void nvmx_shim_reload_send(struct nvmx_vm *vm)
+{
+	if (bitmap_empty(vm->reload_mask, KVM_MAX_VCPUS))
+		return;
+	kvm_nvmx_request_pages_reload(vm->kvm, vm->reload_mask);
+	bitmap_zero(vm->reload_mask, KVM_MAX_VCPUS);
 }
 
 void nvmx_shim_cond_resched(void)
@@ -283,8 +303,9 @@ static int nvmx_mn_start(struct mmu_notifier *mn, const struct mmu_notifier_rang
 {
 	struct nvmx_vm *vm = container_of(mn, struct nvmx_vm, mn);
 
-	return nvmx_rs_mn_start(vm->rs, range->start, range->end,
-				mmu_notifier_range_blockable(range));
+	/* Also for !mmu_notifier_range_blockable(range): see the header. */
+	nvmx_rs_mn_start(vm->rs, range->start, range->end);
+	return 0;
 }
 
 static void nvmx_mn_end(struct mmu_notifier *mn, const struct mmu_notifier_range *range)
@@ -320,17 +341,30 @@ static const char *const nvmx_stat_names[NVMX_NR_STATS] = {
 	[NVMX_STAT_MEMREMAP] = "memremap",
 	[NVMX_STAT_MEMUNMAP] = "memunmap",
 	[NVMX_STAT_RELOADS] = "reloads",
+	[NVMX_STAT_VCPUS] = "vcpus",
+};
+
+static const char *const nvmx_vcpu_stat_names[NVMX_NR_VCPU_STATS] = {
+	[NVMX_VCPU_STAT_KICKS] = "kicks",
+	[NVMX_VCPU_STAT_REFRESHES] = "refreshes",
+	[NVMX_VCPU_STAT_HITS] = "hits",
 };
 
 static int nvmx_stats_show(struct seq_file *m, void *unused)
 {
 	struct nvmx_vm *vm = m->private;
-	u64 val[NVMX_NR_STATS] = {};
+	u64 val[NVMX_NR_STATS] = {}, v[NVMX_NR_VCPU_STATS];
+	u32 pos;
 	int i;
 
 	nvmx_rs_vm_stats(vm->rs, val);
 	for (i = 0; i < NVMX_NR_STATS; i++)
 		seq_printf(m, "%s %llu\n", nvmx_stat_names[i], val[i]);
+	for (pos = 0; nvmx_rs_vcpu_stats(vm->rs, pos, v); pos++) {
+		for (i = NVMX_VCPU_STAT_IDX + 1; i < NVMX_NR_VCPU_STATS; i++)
+			seq_printf(m, "vcpu%llu_%s %llu\n", v[NVMX_VCPU_STAT_IDX],
+				   nvmx_vcpu_stat_names[i], v[i]);
+	}
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(nvmx_stats);
@@ -357,6 +391,11 @@ static int shim_vm_init(struct kvm *kvm, void **vm_priv)
 	if (!vm)
 		return -ENOMEM;
 	vm->kvm = kvm;
+	vm->reload_mask = bitmap_zalloc(KVM_MAX_VCPUS, GFP_KERNEL_ACCOUNT);
+	if (!vm->reload_mask) {
+		r = -ENOMEM;
+		goto free;
+	}
 
 	r = nvmx_rs_vm_init(vm, &vm->rs);
 	if (r)
@@ -381,6 +420,7 @@ static int shim_vm_init(struct kvm *kvm, void **vm_priv)
 rs:
 	nvmx_rs_vm_destroy(vm->rs);
 free:
+	bitmap_free(vm->reload_mask);
 	kfree(vm);
 	return r;
 }
@@ -393,6 +433,7 @@ static void shim_vm_destroy(struct kvm *kvm, void *vm_priv)
 	debugfs_remove(vm->stats);
 	mmu_notifier_unregister(&vm->mn, kvm->mm);
 	nvmx_rs_vm_destroy(vm->rs);
+	bitmap_free(vm->reload_mask);
 	kfree(vm);
 }
 

@@ -4,6 +4,8 @@
 # module and the static selftests; plus a bootable ISO for Bochs.
 #   mkimage.sh            -> $OUT/image/initrd.gz
 #   mkimage.sh iso NAME "KERNEL ARGS"  -> $OUT/image/NAME.iso
+# NVMX_MODULE_KO=path packs that nvmx_gpc.ko instead of the one just built
+# (e.g. an older build, to show that a new test fails on the old code).
 . "$(dirname "$0")/lib.sh"
 
 IMG=$OUT/image
@@ -17,7 +19,7 @@ initramfs() {
 	ln -s busybox "$root/bin/sh"
 	cp "$NVMX_ROOT/guest/init" "$root/init"
 	cp "$NVMX_ROOT"/guest/plans/*.plan "$root/plans/"
-	cp "$OUT/module/nvmx_gpc.ko" "$root/mods/"
+	cp "${NVMX_MODULE_KO:-$OUT/module/nvmx_gpc.ko}" "$root/mods/nvmx_gpc.ko"
 	local t
 	while read -r t; do
 		strip -o "$root/tests/$t" "$OUT/selftests/x86_64/$t"

@@ -584,14 +584,35 @@ impl CacheState {
     }
 
     /// Like [`CacheState::check`], under an exclusive lock, counting hits
-    /// and misses.
+    /// and misses; a hit is [`CacheState::use_hit`].
     pub fn lookup(&mut self, gpa: u64, generation: u64) -> Lookup {
         let res = self.check(gpa, generation);
         match res {
-            Lookup::Hit { .. } => self.stats.hits += 1,
-            Lookup::Miss(_) => self.stats.misses += 1,
+            Lookup::Hit { .. } => self.use_hit(),
+            Lookup::Miss(_) => self.note_miss(),
         }
         res
+    }
+
+    /// KVM takes the mapping that [`CacheState::check`] just returned as a
+    /// hit, under the same exclusive hold of the lock: counts the hit and,
+    /// for a hardware-visible page, notes that the vCPU's vmcs02 will hold
+    /// its address (see [`CacheState::hardware_in_use`]).
+    pub fn use_hit(&mut self) {
+        self.stats.hits += 1;
+        self.hw_in_use = self.kind.hardware_visible();
+    }
+
+    /// Counts a lookup that did not hit (the caller refreshes).
+    pub fn note_miss(&mut self) {
+        self.stats.misses += 1;
+    }
+
+    /// KVM unmapped the page (nested VM-exit, VMXOFF, vCPU teardown, or the
+    /// first half of a vmcs02 reload): the vCPU runs no L2 with this address
+    /// until the next `map()`, so invalidations need not kick it any more.
+    pub fn unmapped(&mut self) {
+        self.hw_in_use = false;
     }
 
     /// Starts a refresh of `gpa`, which memslot generation `generation`
