@@ -113,15 +113,22 @@ void nvmx_shim_map_clear(struct kvm_host_map *map);
 /* Module parameters. */
 u32 nvmx_shim_provider(void);
 /*
- * Test only, to prove that the tests can fail: ignore mmu_notifier and
- * memslot invalidations (serve stale pages), drop every cached mapping at
- * unmap() (map and memremap on every nested VM-entry, as stock does), or
- * look caches up by page kind alone (ignore a changed GPA or memslot
- * generation).
+ * Test only, to prove that the tests can fail; always false unless the
+ * module is built with NVMX_TEST_KNOBS=1 (then module parameters
+ * break_<name>=1, see shim.c): ignore mmu_notifier and memslot
+ * invalidations (serve stale pages), drop every cached mapping at unmap()
+ * (map and memremap on every nested VM-entry, as stock does), look caches
+ * up by page kind alone (ignore a changed GPA or memslot generation), or
+ * keep kicking a vCPU whose page left vmcs02.  The shim itself implements
+ * the others: kick_target, nonblock, folio_ref.
  */
 bool nvmx_shim_break_invalidation(void);
 bool nvmx_shim_break_persistence(void);
 bool nvmx_shim_break_lookup(void);
+bool nvmx_shim_break_sticky_hw(void);
+bool nvmx_shim_break_kick_target(void);
+bool nvmx_shim_break_nonblock(void);
+bool nvmx_shim_break_folio_ref(void);
 
 /* The VM's memslot generation; kvm->srcu must be held. */
 u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu);

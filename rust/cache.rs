@@ -480,7 +480,9 @@ impl CacheVcpu {
         if is_hw(kind) {
             // The vCPU is in root mode and vmcs02 gets this address again
             // only through `map()`: invalidations need not kick it (F7).
-            self.slot(kind).write().state.unmapped();
+            if !ffi::break_sticky_hw() {
+                self.slot(kind).write().state.unmapped();
+            }
         } else {
             // The reference `map()` took for KVM's use of the address.
             Pfn::from_parts(map.pfn(), 0, false).put_ref(dirty);

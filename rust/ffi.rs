@@ -106,6 +106,12 @@ pub(crate) fn break_lookup() -> bool {
     unsafe { raw::nvmx_shim_break_lookup() }
 }
 
+/// The test-only `break_sticky_hw` module parameter.
+pub(crate) fn break_sticky_hw() -> bool {
+    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
+    unsafe { raw::nvmx_shim_break_sticky_hw() }
+}
+
 /// Lets the scheduler run something else in a retry loop.
 pub(crate) fn cond_resched() {
     // SAFETY: Only called from `map()`, which runs in process context and

@@ -32,20 +32,36 @@ static char *provider = "cache";
 module_param(provider, charp, 0444);
 MODULE_PARM_DESC(provider, "Nested page provider: cache (default) or passthrough");
 
-static bool break_invalidation;
-module_param(break_invalidation, bool, 0644);
-MODULE_PARM_DESC(break_invalidation,
-		 "TEST ONLY: ignore mmu_notifier and memslot invalidations (serves stale pages)");
+#ifdef NVMX_TEST_KNOBS
+/*
+ * Deliberately broken caches, to prove that the tests catch each bug they
+ * are written for.  Only in a build with NVMX_TEST_KNOBS=1 (the test bed's
+ * second module build, scripts/build-module.sh); a default build has no
+ * such parameter and every nvmx_shim_break_*() is false.
+ */
+#define NVMX_BREAK(name, desc)						\
+	static bool break_##name;					\
+	module_param(break_##name, bool, 0444);				\
+	MODULE_PARM_DESC(break_##name, "TEST ONLY: " desc);		\
+	bool nvmx_shim_break_##name(void)				\
+	{								\
+		return READ_ONCE(break_##name);				\
+	}
+#else
+#define NVMX_BREAK(name, desc)						\
+	bool nvmx_shim_break_##name(void)				\
+	{								\
+		return false;						\
+	}
+#endif
 
-static bool break_persistence;
-module_param(break_persistence, bool, 0644);
-MODULE_PARM_DESC(break_persistence,
-		 "TEST ONLY: drop every cached mapping at unmap (remap on each nested VM-entry)");
-
-static bool break_lookup;
-module_param(break_lookup, bool, 0644);
-MODULE_PARM_DESC(break_lookup,
-		 "TEST ONLY: look cached pages up by kind alone, ignoring a changed GPA");
+NVMX_BREAK(invalidation, "ignore mmu_notifier and memslot invalidations (serves stale pages)")
+NVMX_BREAK(persistence, "drop every cached mapping at unmap (remap on each nested VM-entry)")
+NVMX_BREAK(lookup, "look cached pages up by kind alone, ignoring a changed GPA")
+NVMX_BREAK(kick_target, "make every reload request to vCPU 0 (vcpu_idx read too early)")
+NVMX_BREAK(nonblock, "fail non-blockable invalidations with -EAGAIN (OOM reaper)")
+NVMX_BREAK(folio_ref, "take page references with get_page_unless_zero() (THP tail pages)")
+NVMX_BREAK(sticky_hw, "keep kicking a vCPU for a page after it left L2 (hw_in_use sticky)")
 
 /* nvmx_shim_resolve() relies on a direct map covering all of RAM. */
 static_assert(IS_ENABLED(CONFIG_X86_64));
@@ -85,21 +101,6 @@ u32 nvmx_shim_provider(void)
 {
 	return strcmp(provider, "passthrough") ? NVMX_PROVIDER_CACHE :
 						 NVMX_PROVIDER_PASSTHROUGH;
-}
-
-bool nvmx_shim_break_invalidation(void)
-{
-	return READ_ONCE(break_invalidation);
-}
-
-bool nvmx_shim_break_persistence(void)
-{
-	return READ_ONCE(break_persistence);
-}
-
-bool nvmx_shim_break_lookup(void)
-{
-	return READ_ONCE(break_lookup);
 }
 
 int nvmx_shim_stock_map(struct kvm_vcpu *vcpu, u64 gfn, struct kvm_host_map *map)
@@ -213,6 +214,8 @@ bool nvmx_shim_get_pfn(u64 pfn)
 	 * folio has a zero refcount of its own, so get_page_unless_zero()
 	 * would always fail there.  put_page() drops it from the folio too.
 	 */
+	if (page && nvmx_shim_break_folio_ref())
+		return get_page_unless_zero(page);
 	return !page || folio_try_get(page_folio(page));
 }
 
@@ -235,6 +238,8 @@ u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu)
 
 void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu)
 {
+	if (nvmx_shim_break_kick_target())
+		vcpu = kvm_get_vcpu(vm->kvm, 0) ?: vcpu;
 	kvm_make_request(KVM_REQ_NESTED_PAGES_RELOAD, vcpu);
 	__set_bit(vcpu->vcpu_idx, vm->reload_mask);
 }
@@ -303,6 +308,8 @@ static int nvmx_mn_start(struct mmu_notifier *mn, const struct mmu_notifier_rang
 {
 	struct nvmx_vm *vm = container_of(mn, struct nvmx_vm, mn);
 
+	if (nvmx_shim_break_nonblock() && !mmu_notifier_range_blockable(range))
+		return -EAGAIN;
 	/* Also for !mmu_notifier_range_blockable(range): see the header. */
 	nvmx_rs_mn_start(vm->rs, range->start, range->end);
 	return 0;

@@ -2,21 +2,36 @@
 # SPDX-License-Identifier: GPL-2.0
 # Build the nvmx-gpc module against the project's kernel tree, with Clippy
 # and with every C and Rust warning an error, after a rustfmt check.
+#
+# Two builds of the same sources:
+#   $OUT/module/nvmx_gpc.ko        the default build, what users load; it has
+#                                  no test-only parameter
+#   $OUT/module-knobs/nvmx_gpc.ko  NVMX_TEST_KNOBS=1: adds the break_*
+#                                  parameters that scripts/expect-cache-failure.sh
+#                                  uses to prove the tests catch broken caches
 . "$(dirname "$0")/lib.sh"
 
 [ -f "$KOBJ/vmlinux" ] || die "no built kernel in $KOBJ; run scripts/build-kernel.sh first"
-MOD=$OUT/module
-mkdir -p "$MOD/include"
-# M= builds write into the module directory, so build in a copy.
-# rsync keeps mtimes, so an unchanged file is not rebuilt.
-rsync -a --delete --exclude include/ --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' \
-	--exclude '*_gen.rs' --exclude '*.mod*' --exclude '*.order' --exclude '*.symvers' \
-	--exclude '*.d' --exclude target/ --exclude model/ "$NVMX_ROOT/rust/" "$MOD/"
-rsync -a --delete "$NVMX_ROOT/include/" "$MOD/include/"
+
+# build DIR [MAKE VARS...]: M= builds write into the module directory, so
+# build in a copy; rsync keeps mtimes, so an unchanged file is not rebuilt.
+build() {
+	local mod=$1
+	shift
+	mkdir -p "$mod/include"
+	rsync -a --delete --exclude include/ --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' \
+		--exclude '*_gen.rs' --exclude '*.mod*' --exclude '*.order' --exclude '*.symvers' \
+		--exclude '*.d' --exclude target/ --exclude model/ "$NVMX_ROOT/rust/" "$mod/"
+	rsync -a --delete "$NVMX_ROOT/include/" "$mod/include/"
+	make -s -C "$KOBJ" M="$mod" "${RUST_VARS[@]}" CLIPPY=1 \
+		KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings "$@" modules
+	ls -l "$mod/nvmx_gpc.ko" >&2
+}
 
 step "rustfmt --check" /usr/bin/rustfmt --check --edition 2021 \
 	--config-path "$KSRC/.rustfmt.toml" "$NVMX_ROOT"/rust/*.rs
-step "module build (clippy, -Werror, -Dwarnings)" \
-	make -s -C "$KOBJ" M="$MOD" "${RUST_VARS[@]}" CLIPPY=1 \
-	KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings modules
-ls -l "$MOD/nvmx_gpc.ko" >&2
+step "module build (clippy, -Werror, -Dwarnings)" build "$OUT/module"
+step "module build with test knobs" build "$OUT/module-knobs" NVMX_TEST_KNOBS=1
+if modinfo -p "$OUT/module/nvmx_gpc.ko" | grep -q '^break_'; then
+	die "the default build has test-only parameters: $(modinfo -p "$OUT/module/nvmx_gpc.ko" | grep '^break_' | tr '\n' ' ')"
+fi

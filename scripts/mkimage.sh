@@ -20,6 +20,9 @@ initramfs() {
 	cp "$NVMX_ROOT/guest/init" "$root/init"
 	cp "$NVMX_ROOT"/guest/plans/*.plan "$root/plans/"
 	cp "${NVMX_MODULE_KO:-$OUT/module/nvmx_gpc.ko}" "$root/mods/nvmx_gpc.ko"
+	# The build with the test-only break_* parameters, for MODARGS runs.
+	mkdir -p "$root/mods/knobs"
+	cp "$OUT/module-knobs/nvmx_gpc.ko" "$root/mods/knobs/nvmx_gpc.ko"
 	local t
 	while read -r t; do
 		strip -o "$root/tests/$t" "$OUT/selftests/x86_64/$t"
