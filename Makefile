@@ -7,7 +7,7 @@
 .NOTPARALLEL:
 .PHONY: all demo test setup kernel module selftests harness image \
 	check-harness check-model smoke bochs-test harness-selfcheck cache-selfcheck \
-	bochs-smp clean-results
+	bochs-smp bochs-debug clean-results
 
 export NVMX_T0 := $(shell date +%s)
 S := scripts
@@ -74,11 +74,21 @@ bochs-test: image harness
 bochs-smp: image harness
 	@$(S)/run-emulator.sh bochs --plan dev --phases stock,cache --cpus 2 --name bochs-smp
 
+# The memory-debugging kernel (config/debug.fragment: KASAN, lockdep,
+# atomic-sleep checks, kmemleak; a clang build, because 6.12 allows Rust with
+# KASAN only there): the page-cache tests with the module.  Any KASAN,
+# lockdep, atomic-sleep or kmemleak report fails the run (guest/init's
+# dmesg-clean and kmemleak-clean).  Its own build trees, keyed on the
+# fragments (scripts/lib.sh).
+bochs-debug: harness
+	@NVMX_DEBUG=1 $(MAKE) --no-print-directory image
+	@NVMX_DEBUG=1 $(S)/run-emulator.sh bochs --plan dev --phases cache --name bochs-debug
+
 demo: image harness
 	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
 
 test: check-harness check-model smoke harness-selfcheck bochs-test bochs-smp \
-	cache-selfcheck
+	cache-selfcheck bochs-debug
 	@echo "make test: all stages passed"
 
 clean-results:

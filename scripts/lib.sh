@@ -31,6 +31,12 @@ export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VER/lib
 # first on PATH has no rust-src and a different rustc version.
 RUST_VARS=(RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc HOSTRUSTC=/usr/bin/rustc
 	BINDGEN="$BINDGEN" CLIPPY_DRIVER=/usr/bin/clippy-driver)
+# The memory-debugging kernel (NVMX_DEBUG=1, config/debug.fragment) has
+# KASAN, which Rust supports only in a clang build; its module must be
+# built with the same compiler.
+if [ "${NVMX_DEBUG:-0}" = 1 ]; then
+	RUST_VARS+=(LLVM=-$LLVM_VER)
+fi
 
 NVMX_T0=${NVMX_T0:-$(date +%s)}
 export NVMX_T0
@@ -117,6 +123,7 @@ configure_kernel() {
 	kmake -s olddefconfig >/dev/null
 	# Every option the fragments ask for must have survived olddefconfig;
 	# CONFIG_RUST in particular disappears silently when a tool is missing.
+	# A later fragment overrides an earlier one, option by option.
 	local line bad=0
 	while IFS= read -r line; do
 		case $line in
@@ -126,7 +133,11 @@ configure_kernel() {
 			opt=${opt%% *}
 			grep -q "^$opt=[ym]" "$KOBJ/.config" && { log "config: wanted $line"; bad=1; } ;;
 		esac
-	done < <(cat "${frag[@]}")
+	done < <(cat "${frag[@]}" | awk '
+		/^CONFIG_[A-Za-z0-9_]*=/ { o = $0; sub(/=.*/, "", o) }
+		/^# CONFIG_[A-Za-z0-9_]* is not set/ { o = $2 }
+		/^(CONFIG_|# CONFIG_.* is not set)/ { last[o] = $0; if (!(o in seen)) { seen[o] = 1; order[n++] = o } }
+		END { for (i = 0; i < n; i++) print last[order[i]] }')
 	[ $bad = 0 ] || die "kernel configuration does not match the fragments (see above)"
 	touch "$KOBJ/.nvmx-configured"
 }
