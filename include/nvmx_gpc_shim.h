@@ -30,6 +30,7 @@ typedef _Bool bool;
 struct kvm;
 struct kvm_vcpu;
 struct kvm_host_map;
+struct kvm_memory_slot;
 /* Per-VM object of the C shim: the VM's mmu_notifier and statistics file. */
 struct nvmx_vm;
 /* A kmalloc'ed rwlock_t, one lockdep class per page kind. */
@@ -132,13 +133,19 @@ bool nvmx_shim_break_folio_ref(void);
 
 /* The VM's memslot generation; kvm->srcu must be held. */
 u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu);
-/* gfn -> userspace address in the VM's (non-SMM) memslots; -EFAULT if none. */
-int nvmx_shim_gfn_to_hva(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva);
 /*
- * Resolve gfn like kvm_vcpu_map() does, taking a reference on the pfn if it
- * is refcounted, and map it into the kernel.  May sleep.
+ * The memslot of @gfn in the VM's (non-SMM) memslots and the userspace
+ * address it maps @gfn to, for writing; NULL if there is none (no slot,
+ * read-only).  kvm->srcu must be held; the memslot lives until it is
+ * dropped.
  */
-int nvmx_shim_resolve(struct kvm_vcpu *vcpu, u64 gfn, struct nvmx_pfn *out);
+const struct kvm_memory_slot *nvmx_shim_lookup(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva);
+/*
+ * Resolve @gfn through @slot (from nvmx_shim_lookup(), same SRCU section)
+ * like kvm_vcpu_map() does, taking a reference on the pfn if it is
+ * refcounted, and map it into the kernel.  May sleep.
+ */
+int nvmx_shim_resolve(const struct kvm_memory_slot *slot, u64 gfn, struct nvmx_pfn *out);
 /* Drop a pfn reference (from nvmx_shim_resolve() or nvmx_shim_get_pfn()). */
 void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty);
 /*
@@ -176,6 +183,11 @@ u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu);
  */
 void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu);
 void nvmx_shim_reload_send(struct nvmx_vm *vm);
+/*
+ * Queue the VM's work item, which calls nvmx_rs_reap() in process context
+ * (memunmap() of invalidated aliases may sleep).  Any context.
+ */
+void nvmx_shim_schedule_reap(struct nvmx_vm *vm);
 void nvmx_shim_cond_resched(void);
 
 /*
@@ -215,6 +227,8 @@ void nvmx_rs_memslots_updated(void *rs, u64 gen);
  */
 void nvmx_rs_mn_start(void *rs, u64 start, u64 end);
 void nvmx_rs_mn_end(void *rs, u64 start, u64 end);
+/* The VM's work item (nvmx_shim_schedule_reap()). */
+void nvmx_rs_reap(void *rs);
 void nvmx_rs_mn_release(void *rs);
 /* Fill @out[NVMX_NR_STATS] with the VM's statistics. */
 void nvmx_rs_vm_stats(void *rs, u64 *out);

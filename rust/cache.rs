@@ -182,6 +182,7 @@ impl CacheVm {
     /// hardware-visible pages went stale and waits for them, still under
     /// that lock (see "Kicks" above).
     fn invalidate_each(&self, vm: &mut VmInner, mut f: impl FnMut(&mut CacheState) -> Invalidated) {
+        let mut aliases = false;
         for v in vm.vcpus.iter().flatten() {
             let mut kicked = false;
             for slot in v.slots.iter() {
@@ -193,9 +194,38 @@ impl CacheVm {
                     v.kicks.fetch_add(1, Ordering::Relaxed);
                     kicked = true;
                 }
+                aliases |= s.state.has_invalid_alias();
             }
         }
         self.handle.reload_send();
+        if aliases {
+            // `memunmap()` may sleep: the shim's work item calls `reap()`.
+            self.handle.schedule_reap();
+        }
+    }
+
+    /// Undoes the `memremap()` aliases of invalidated caches (F9), from the
+    /// shim's work item and from `unmap()`. May sleep; call with no lock of
+    /// this file held.
+    pub(crate) fn reap(&self) {
+        loop {
+            let found = {
+                let vm = self.inner.write();
+                vm.vcpus.iter().flatten().find_map(|v| {
+                    PageKind::ALL.iter().find_map(|&kind| {
+                        let r = v.slots[ffi::kind_index(kind)]
+                            .write()
+                            .state
+                            .take_invalid_alias()?;
+                        Some((v.clone(), kind, r))
+                    })
+                })
+            };
+            let Some((v, kind, r)) = found else {
+                return;
+            };
+            v.release(kind, &r);
+        }
     }
 
     /// The VM's memslots changed: nothing cached may be served again, and
@@ -325,6 +355,18 @@ impl CacheVm {
     }
 }
 
+impl VcpuCaches {
+    /// Undoes a kernel mapping the cache of `kind` no longer serves, and
+    /// counts it if it was a `memunmap()`. The cache holds no page reference
+    /// of its own. May sleep; call with no lock held.
+    fn release(&self, kind: PageKind, r: &Resolved) {
+        to_pfn(r).unmap();
+        if r.unmanaged {
+            self.slots[ffi::kind_index(kind)].write().memunmaps += 1;
+        }
+    }
+}
+
 impl CacheVcpu {
     pub(crate) fn new(vm: Arc<CacheVm>, vcpu: &Vcpu<'_>) -> Result<Self> {
         let mk = |kind: PageKind| {
@@ -368,14 +410,8 @@ impl CacheVcpu {
         &self.caches.slots[ffi::kind_index(kind)]
     }
 
-    /// Undoes a kernel mapping the cache of `kind` no longer serves, and
-    /// counts it if it was a `memunmap()`. The cache holds no page reference
-    /// of its own. May sleep; call with no lock held.
     fn release(&self, kind: PageKind, r: &Resolved) {
-        to_pfn(r).unmap();
-        if r.unmanaged {
-            self.slot(kind).write().memunmaps += 1;
-        }
+        self.caches.release(kind, r);
     }
 
     /// `map()`: serve `gfn` from the cache, refreshing it if needed. May
@@ -423,15 +459,19 @@ impl CacheVcpu {
             }
 
             // Slow path: snapshot under the locks, resolve outside them.
+            // One memslot lookup gives the address to snapshot and to
+            // resolve (F11); no memslot can be freed while `map()` holds
+            // `kvm->srcu`, and a changed one invalidates the cache.
+            let memslot = vcpu.lookup(gfn).map_err(|_| EINVAL)?;
             let ticket = {
                 let vm = self.vm.inner.write();
                 let mut s = slot.write();
-                let uhva = vcpu.gfn_to_hva(gfn).map_err(|_| EINVAL)?;
                 s.state
-                    .begin_refresh(gpa, gen, uhva, &vm.inval)
+                    .begin_refresh(gpa, gen, memslot.uhva(), &vm.inval)
                     .map_err(|_| EAGAIN)?
             };
-            let new = vcpu.resolve(gfn)?;
+            // The address the ticket recorded, through the same memslot.
+            let new = memslot.resolve()?;
             let commit = {
                 let vm = self.vm.inner.write();
                 let mut s = slot.write();
@@ -481,7 +521,15 @@ impl CacheVcpu {
             // The vCPU is in root mode and vmcs02 gets this address again
             // only through `map()`: invalidations need not kick it (F7).
             if !ffi::break_sticky_hw() {
-                self.slot(kind).write().state.unmapped();
+                let alias = {
+                    let mut s = self.slot(kind).write();
+                    s.state.unmapped();
+                    // Invalidated while L2 ran: the alias can go now (F9).
+                    s.state.take_invalid_alias()
+                };
+                if let Some(r) = alias {
+                    self.release(kind, &r);
+                }
             }
         } else {
             // The reference `map()` took for KVM's use of the address.

@@ -167,10 +167,10 @@ pub(crate) struct HostMap<'a> {
 ///
 /// # Invariants
 ///
-/// `ptr` points to a `struct kvm_vcpu` that stays live for as long as this
-/// value exists: it is created in `vcpu_init()` and lives inside the
-/// vCPU's caches, which `vcpu_free()` takes off the VM's list (under the
-/// per-VM lock) and drops before KVM frees the vCPU.
+/// `ptr` points to a `struct kvm_vcpu` that is live while the vCPU's caches,
+/// which hold this value, are on their VM's list: `vcpu_free()` takes them
+/// off (under the per-VM lock) before KVM frees the vCPU. [`crate::cache`]
+/// uses it only under that lock, for caches it found on the list.
 pub(crate) struct VcpuRef {
     ptr: NonNull<raw::kvm_vcpu>,
 }
@@ -199,13 +199,22 @@ impl Vcpu<'_> {
         unsafe { raw::nvmx_shim_memslots_gen(self.ptr.as_ptr()) }
     }
 
-    /// The userspace address of `gfn` in the VM's memslots.
-    pub(crate) fn gfn_to_hva(&self, gfn: u64) -> Result<u64> {
+    /// Looks `gfn` up in the VM's memslots, once: its memslot and its
+    /// userspace address, which [`Memslot::resolve`] then uses.
+    pub(crate) fn lookup(&self, gfn: u64) -> Result<Memslot<'_>> {
         let mut uhva = 0u64;
         // SAFETY: The vCPU is live, `kvm->srcu` is held during `map()`, and
         // `uhva` is a valid out-pointer.
-        to_result(unsafe { raw::nvmx_shim_gfn_to_hva(self.ptr.as_ptr(), gfn, &mut uhva) })?;
-        Ok(uhva)
+        let slot = unsafe { raw::nvmx_shim_lookup(self.ptr.as_ptr(), gfn, &mut uhva) };
+        let ptr = NonNull::new(slot.cast_mut()).ok_or(EFAULT)?;
+        // INVARIANT: The memslot was found under `kvm->srcu`, which `map()`
+        // holds for as long as it borrows the vCPU.
+        Ok(Memslot {
+            ptr,
+            gfn,
+            uhva,
+            _p: PhantomData,
+        })
     }
 
     /// A handle on this vCPU that [`crate::cache`] keeps until
@@ -214,19 +223,6 @@ impl Vcpu<'_> {
         // INVARIANT: Only `vcpu_init()` calls this, and the value lives in
         // the vCPU's caches, which `vcpu_free()` drops.
         VcpuRef { ptr: self.ptr }
-    }
-
-    /// Resolves `gfn` to a pfn (taking a reference if refcounted) and maps
-    /// it into the kernel, like `kvm_vcpu_map()`. May sleep.
-    pub(crate) fn resolve(&self, gfn: u64) -> Result<Pfn> {
-        let mut out = raw::nvmx_pfn::default();
-        // SAFETY: The vCPU is live, `map()` runs in process context with
-        // `kvm->srcu` held and may sleep, and `out` is a valid out-pointer.
-        to_result(unsafe { raw::nvmx_shim_resolve(self.ptr.as_ptr(), gfn, &mut out) })?;
-        LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
-        LIVE_REFS.fetch_add(1, Ordering::Relaxed);
-        // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`.
-        Ok(Pfn { raw: out })
     }
 
     /// Marks `gfn` dirty in the VM's dirty log, like `kvm_vcpu_unmap()`.
@@ -249,6 +245,42 @@ impl Vcpu<'_> {
         // SAFETY: As for `stock_map`; `unmap()` is only called for a mapping
         // that `map()` filled.
         unsafe { raw::nvmx_shim_stock_unmap(self.ptr.as_ptr(), map.ptr.as_ptr(), dirty) }
+    }
+}
+
+/// The memslot of one gfn and the userspace address it gives, found by
+/// [`Vcpu::lookup`] during one `map()`.
+///
+/// # Invariants
+///
+/// `ptr` points to a `struct kvm_memory_slot` of the VM that stays live for
+/// `'a` (`kvm->srcu` is held); `uhva` is what it maps `gfn` to.
+pub(crate) struct Memslot<'a> {
+    ptr: NonNull<raw::kvm_memory_slot>,
+    gfn: u64,
+    uhva: u64,
+    _p: PhantomData<&'a raw::kvm_memory_slot>,
+}
+
+impl Memslot<'_> {
+    /// The userspace address of the gfn.
+    pub(crate) fn uhva(&self) -> u64 {
+        self.uhva
+    }
+
+    /// Resolves the gfn through this memslot, i.e. the address
+    /// [`Memslot::uhva`] names, to a pfn (taking a reference if
+    /// refcounted) and maps it into the kernel, like `kvm_vcpu_map()`. May
+    /// sleep.
+    pub(crate) fn resolve(&self) -> Result<Pfn> {
+        let mut out = raw::nvmx_pfn::default();
+        // SAFETY: The memslot is live (type invariant); `map()` runs in
+        // process context and may sleep, and `out` is a valid out-pointer.
+        to_result(unsafe { raw::nvmx_shim_resolve(self.ptr.as_ptr(), self.gfn, &mut out) })?;
+        LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
+        LIVE_REFS.fetch_add(1, Ordering::Relaxed);
+        // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`.
+        Ok(Pfn { raw: out })
     }
 }
 
@@ -383,6 +415,14 @@ impl VmHandle {
         // SAFETY: The handle and the vCPU are live (type invariants); the
         // caller holds the per-VM lock, which serialises the mask.
         unsafe { raw::nvmx_shim_reload_mark(self.ptr.as_ptr(), vcpu.ptr.as_ptr()) }
+    }
+
+    /// Makes the shim's work item call [`crate::cache::CacheVm::reap`]
+    /// soon, in process context. Does not sleep.
+    pub(crate) fn schedule_reap(&self) {
+        // SAFETY: The handle is live (type invariant); `schedule_work()`
+        // may be called in atomic context.
+        unsafe { raw::nvmx_shim_schedule_reap(self.ptr.as_ptr()) }
     }
 
     /// Kicks the vCPUs marked since the last call out of L2 and waits until
@@ -737,6 +777,13 @@ extern "C" fn nvmx_rs_mn_start(rs: *mut c_void, start: u64, end: u64) {
     // SAFETY: The shim unregisters the notifier (waiting for callbacks)
     // before it destroys the VM state.
     unsafe { vm_state(rs) }.invalidate_start(start, end);
+}
+
+#[no_mangle]
+extern "C" fn nvmx_rs_reap(rs: *mut c_void) {
+    // SAFETY: The shim cancels its work item (waiting for it) before it
+    // destroys the VM state.
+    unsafe { vm_state(rs) }.reap();
 }
 
 #[no_mangle]

@@ -73,6 +73,12 @@ impl VmState {
         }
     }
 
+    pub(crate) fn reap(&self) {
+        if let VmState::Cache(c) = self {
+            c.reap();
+        }
+    }
+
     pub(crate) fn release(&self) {
         if let VmState::Cache(c) = self {
             c.release();

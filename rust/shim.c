@@ -22,6 +22,7 @@
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/workqueue.h>
 #include <asm/kvm_nvmx_pages.h>
 
 #include "nvmx_gpc_shim.h"
@@ -83,6 +84,8 @@ struct nvmx_vm {
 	 * per-VM lock (see nvmx_shim_reload_mark()).
 	 */
 	unsigned long *reload_mask;
+	/* Undoes memremap() aliases of invalidated caches: nvmx_rs_reap(). */
+	struct work_struct reap_work;
 };
 
 struct nvmx_rwlock {
@@ -142,24 +145,26 @@ u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu)
 	return kvm_memslots(vcpu->kvm)->generation;
 }
 
-int nvmx_shim_gfn_to_hva(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva)
+const struct kvm_memory_slot *nvmx_shim_lookup(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva)
 {
 	/* The VM's memslots, not the vCPU's SMM view, as kvm_vcpu_map(). */
-	unsigned long hva = gfn_to_hva(vcpu->kvm, gfn);
+	struct kvm_memory_slot *slot = gfn_to_memslot(vcpu->kvm, gfn);
+	/* For writing, as gfn_to_hva(): an error for no or a read-only slot. */
+	unsigned long hva = gfn_to_hva_memslot(slot, gfn);
 
 	if (kvm_is_error_hva(hva))
-		return -EFAULT;
+		return NULL;
 	*uhva = hva;
-	return 0;
+	return slot;
 }
 
 /* The same lookup and the same failure codes as kvm_vcpu_map() in 6.12. */
-int nvmx_shim_resolve(struct kvm_vcpu *vcpu, u64 gfn, struct nvmx_pfn *out)
+int nvmx_shim_resolve(const struct kvm_memory_slot *slot, u64 gfn, struct nvmx_pfn *out)
 {
 	kvm_pfn_t pfn;
 	void *kaddr;
 
-	pfn = gfn_to_pfn(vcpu->kvm, gfn);
+	pfn = gfn_to_pfn_memslot(slot, gfn);
 	if (is_error_noslot_pfn(pfn))
 		return -EINVAL;
 
@@ -242,6 +247,18 @@ void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu)
 		vcpu = kvm_get_vcpu(vm->kvm, 0) ?: vcpu;
 	kvm_make_request(KVM_REQ_NESTED_PAGES_RELOAD, vcpu);
 	__set_bit(vcpu->vcpu_idx, vm->reload_mask);
+}
+
+static void nvmx_reap_work(struct work_struct *work)
+{
+	struct nvmx_vm *vm = container_of(work, struct nvmx_vm, reap_work);
+
+	nvmx_rs_reap(vm->rs);
+}
+
+void nvmx_shim_schedule_reap(struct nvmx_vm *vm)
+{
+	schedule_work(&vm->reap_work);
 }
 
 void nvmx_shim_reload_send(struct nvmx_vm *vm)
@@ -398,6 +415,7 @@ static int shim_vm_init(struct kvm *kvm, void **vm_priv)
 	if (!vm)
 		return -ENOMEM;
 	vm->kvm = kvm;
+	INIT_WORK(&vm->reap_work, nvmx_reap_work);
 	vm->reload_mask = bitmap_zalloc(KVM_MAX_VCPUS, GFP_KERNEL_ACCOUNT);
 	if (!vm->reload_mask) {
 		r = -ENOMEM;
@@ -439,6 +457,8 @@ static void shim_vm_destroy(struct kvm *kvm, void *vm_priv)
 	/* Waits for readers of the file and for running notifier callbacks. */
 	debugfs_remove(vm->stats);
 	mmu_notifier_unregister(&vm->mn, kvm->mm);
+	/* Nothing queues it any more: no notifier, no memslot update. */
+	cancel_work_sync(&vm->reap_work);
 	nvmx_rs_vm_destroy(vm->rs);
 	bitmap_free(vm->reload_mask);
 	kfree(vm);

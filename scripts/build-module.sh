@@ -19,12 +19,13 @@ build() {
 	local mod=$1
 	shift
 	mkdir -p "$mod/include"
+	rm -f "$mod/nvmx_gpc.ko"
 	rsync -a --delete --exclude include/ --exclude '*.o' --exclude '*.ko' --exclude '*.cmd' \
 		--exclude '*_gen.rs' --exclude '*.mod*' --exclude '*.order' --exclude '*.symvers' \
 		--exclude '*.d' --exclude target/ --exclude model/ "$NVMX_ROOT/rust/" "$mod/"
 	rsync -a --delete "$NVMX_ROOT/include/" "$mod/include/"
 	make -s -C "$KOBJ" M="$mod" "${RUST_VARS[@]}" CLIPPY=1 \
-		KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings "$@" modules
+		KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings "$@" modules || return 1
 	ls -l "$mod/nvmx_gpc.ko" >&2
 }
 

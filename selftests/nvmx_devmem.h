@@ -44,8 +44,9 @@ static inline bool nvmx_overlaps_system_ram(uint64_t start, uint64_t end)
  * Back @npages at @gpa (memslot @slot) with zeroed host physical memory at
  * @phys that the host kernel does not manage, and map it 1:1 into the
  * guest's page tables.  Skips the test if that memory is not available.
+ * Returns the host mapping.
  */
-static inline void nvmx_add_devmem_slot(struct kvm_vm *vm, uint32_t slot,
+static inline void *nvmx_add_devmem_slot(struct kvm_vm *vm, uint32_t slot,
 					uint64_t gpa, uint64_t npages, uint64_t phys)
 {
 	size_t size = npages * getpagesize();
@@ -64,6 +65,36 @@ static inline void nvmx_add_devmem_slot(struct kvm_vm *vm, uint32_t slot,
 
 	vm_set_user_memory_region(vm, slot, 0, gpa, size, hva);
 	virt_map(vm, gpa, gpa, npages);
+	return hva;
+}
+
+/*
+ * Kernel mappings (vmalloc area: memremap(), ioremap()) of host physical
+ * memory in [@phys, @phys + @size), from /proc/vmallocinfo; the first one
+ * is copied to @first.
+ */
+static inline int nvmx_kernel_aliases(uint64_t phys, uint64_t size, char *first,
+				      size_t len)
+{
+	unsigned long long start, end, pa;
+	char line[512], *p;
+	int n = 0;
+	FILE *f;
+
+	f = fopen("/proc/vmallocinfo", "r");
+	TEST_ASSERT(f, "cannot open /proc/vmallocinfo: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		p = strstr(line, "phys=");
+		if (!p || sscanf(line, "%llx-%llx", &start, &end) != 2 ||
+		    sscanf(p, "phys=%llx", &pa) != 1)
+			continue;
+		if (pa < phys + size && phys < pa + (end - start)) {
+			if (!n++)
+				snprintf(first, len, "%s", line);
+		}
+	}
+	fclose(f);
+	return n;
 }
 
 #endif /* SELFTEST_NVMX_DEVMEM_H */

@@ -17,6 +17,15 @@
  *                round trip); needs at least 200 round trips.  Without the
  *                file (stock KVM, or a pass-through provider) this check is
  *                reported as skipped.
+ *   aliases      with -d: after the run (L2 and L1 done, so every page is
+ *                unmapped as far as KVM is concerned), the memslot is
+ *                deleted and the /dev/mem range munmap()ed; no kernel
+ *                mapping of that physical range may be left in
+ *                /proc/vmallocinfo (a memremap() alias outliving its VMA
+ *                and memslot is a WB alias of memory that may next be
+ *                mapped UC, or a device BAR).  Stock KVM memunmap()s at
+ *                every nested VM-exit and passes; a cache that keeps the
+ *                alias until the vCPU is freed fails.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,20 +56,25 @@ int main(int argc, char *argv[])
 	char path[PATH_MAX];
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
-	bool stats;
-	int opt;
+	bool stats, del = false;
+	char alias[512];
+	void *hva;
+	int opt, n;
 
 	nvmx_l2_iters = 40;
-	while ((opt = getopt(argc, argv, "a:n:h")) != -1) {
+	while ((opt = getopt(argc, argv, "a:n:dh")) != -1) {
 		switch (opt) {
 		case 'a':
 			phys = strtoull(optarg, NULL, 0);
+			break;
+		case 'd':
+			del = true;
 			break;
 		case 'n':
 			nvmx_l2_iters = strtoull(optarg, NULL, 0);
 			break;
 		default:
-			printf("usage: %s [-a phys] [-n iterations]\n", argv[0]);
+			printf("usage: %s [-a phys] [-n iterations] [-d]\n", argv[0]);
 			exit(KSFT_FAIL);
 		}
 	}
@@ -71,8 +85,8 @@ int main(int argc, char *argv[])
 
 	vm = vm_create_with_one_vcpu(&vcpu, l1_guest_code);
 	vcpu_alloc_vmx(vm, &vmx_gva);
-	nvmx_add_devmem_slot(vm, NVMX_PAGES_SLOT, NVMX_PAGES_GPA, NVMX_NR_PAGES, phys);
-	ksft_set_plan(2);
+	hva = nvmx_add_devmem_slot(vm, NVMX_PAGES_SLOT, NVMX_PAGES_GPA, NVMX_NR_PAGES, phys);
+	ksft_set_plan(del ? 3 : 2);
 	sh_gva = vm_vaddr_alloc_page(vm);
 	sh = addr_gva2hva(vm, sh_gva);
 	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
@@ -97,6 +111,22 @@ int main(int argc, char *argv[])
 	trips = sh->nr_vmcall + sh->nr_msr_read + sh->nr_msr_write + sh->nr_apic_access;
 	ksft_test_result_pass("unmanaged: %lu iterations, %lu L2 round trips with the pages at 0x%lx\n",
 			      nvmx_l2_iters, trips, phys);
+
+	if (del) {
+		vm_set_user_memory_region(vm, NVMX_PAGES_SLOT, 0, NVMX_PAGES_GPA, 0, NULL);
+		TEST_ASSERT(!munmap(hva, NVMX_NR_PAGES * getpagesize()), "munmap: %s",
+			    strerror(errno));
+		/* A deferred teardown may run from a work item: let it. */
+		usleep(100000);
+		n = nvmx_kernel_aliases(phys, NVMX_NR_PAGES * getpagesize(), alias,
+					sizeof(alias));
+		if (!n)
+			ksft_test_result_pass("aliases: no kernel mapping of 0x%lx left after the memslot and the mapping are gone\n",
+					      phys);
+		else
+			ksft_test_result_fail("aliases: %d kernel mapping(s) of 0x%lx outlive the memslot and the VMA, e.g. %s",
+					      n, phys, alias);
+	}
 
 	if (!stats) {
 		ksft_test_result_skip("memremap: no nvmx_gpc statistics: stock KVM or pass-through provider\n");

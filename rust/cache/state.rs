@@ -608,6 +608,28 @@ impl CacheState {
         self.stats.misses += 1;
     }
 
+    /// Takes the mapping of an invalidated cache of memory without
+    /// `struct page` (a `memremap()` alias), for the caller to undo outside
+    /// the lock, so that the alias does not outlive the VMA or memslot it
+    /// came from. `None` if the cache is valid, holds a direct-map address
+    /// (nothing to undo) or its page may still be in vmcs02. An in-flight
+    /// refresh then finds no old mapping to return.
+    pub fn take_invalid_alias(&mut self) -> Option<Resolved> {
+        match self.installed {
+            Some(inst) if !self.valid && !self.hw_in_use && inst.resolved.unmanaged => {
+                self.installed = None;
+                Some(inst.resolved)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether [`CacheState::take_invalid_alias`] would take something, or
+    /// will once the vCPU has left L2.
+    pub fn has_invalid_alias(&self) -> bool {
+        !self.valid && self.installed.is_some_and(|i| i.resolved.unmanaged)
+    }
+
     /// KVM unmapped the page (nested VM-exit, VMXOFF, vCPU teardown, or the
     /// first half of a vmcs02 reload): the vCPU runs no L2 with this address
     /// until the next `map()`, so invalidations need not kick it any more.

@@ -10,6 +10,10 @@
 //! must be caught by the same search, so that the checker cannot go blind
 //! unnoticed.
 //!
+//! This model has one vCPU, whose entry check reads `valid`, and a software
+//! user that retries on a miss. The kick protocol with two vCPUs, the
+//! request bit and the mm core's notifier semantics are in `vcpus.rs`.
+//!
 //! Actors:
 //!
 //! - vCPU (the refresher): `Check` [lock: `lookup`, on a miss
