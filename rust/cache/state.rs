@@ -36,8 +36,8 @@
 //!
 //! # How the kernel caller refreshes
 //!
-//! The refresh runs in process context, holding the cache's refresh mutex so
-//! that one refresh at a time is in flight. `L` is the lock that makes both
+//! The refresh runs in process context on the vCPU's own thread (so one
+//! refresh of a cache at a time is in flight). `L` is the lock that makes both
 //! the cache's [`CacheState`] and the VM's [`InvalSeq`] stable (see
 //! "Locking" below).
 //!
@@ -45,10 +45,10 @@
 //! for attempt in 0..MAX_ATTEMPTS {
 //!     lock(L);                                  // No sleeping from here...
 //!     if let Lookup::Hit { .. } = state.lookup(gpa, gen_now) { unlock(L); return Ok }
-//!     uhva = gfn_to_hva_memslot(..);            // Under kvm->srcu; no sleeping.
+//!     (slot, uhva) = gfn_to_memslot(..), gfn_to_hva_memslot(..); // kvm->srcu held.
 //!     ticket = state.begin_refresh(gpa, gen_now, uhva, &vm.inval)?;
 //!     unlock(L);                                // ...to here.
-//!     pfn = hva_to_pfn(uhva, writable);         // May sleep (faults the page in).
+//!     pfn = gfn_to_pfn_memslot(slot, gfn);      // May sleep (faults uhva in).
 //!     mapping = kmap(pfn) or memremap(pfn);     // May sleep.
 //!     lock(L);                                  // No sleeping.
 //!     commit = state.finish_refresh(ticket, resolved, &vm.inval);
@@ -72,26 +72,32 @@
 //! # How the kernel notifier invalidates
 //!
 //! ```text
-//! invalidate_range_start(range):                // No sleeping under L.
-//!     lock(L);
+//! invalidate_range_start(range):                // Never fails, blockable or not.
+//!     lock(VM);                                 // No sleeping under the locks.
 //!     vm.inval.begin();                         // First, before any cache.
-//!     for each cache: kick |= state.invalidate_range(start, end).kick_vcpu;
-//!     unlock(L);
-//!     if kick {                                 // Before returning: the page
-//!         if !blockable { lock(L); vm.inval.end(); unlock(L); return -EAGAIN }
-//!         KVM_REQ_OUTSIDE_GUEST_MODE + KVM_REQUEST_WAIT to those vCPUs;
-//!     }                                         // may change after this.
+//!     for each vCPU v, for each cache c of v:
+//!         lock(c);
+//!         if c.state.invalidate_range(start, end).kick_vcpu {
+//!             make KVM_REQ_NESTED_PAGES_RELOAD pending on v;  // Before unlock(c):
+//!         }                                     // get() never sees the invalid
+//!         unlock(c);                            // cache without the request.
+//!     kick the marked vCPUs out of guest mode, KVM_REQUEST_WAIT;
+//!     unlock(VM);                               // No marked vCPU was freed.
 //! invalidate_range_end(range):
-//!     lock(L); vm.inval.end(); unlock(L);
-//! memslot update (after the new memslots are visible):
-//!     lock(L); for each cache: kick |= state.invalidate_all(Memslot).kick_vcpu;
-//!     unlock(L); if kick { kick and wait }
+//!     lock(VM); vm.inval.end(); unlock(VM);
+//! memslot update (after the new memslots are visible), release of the mm:
+//!     the same walk with state.invalidate_all(cause), no begin/end.
 //! ```
 //!
-//! [`Invalidated::kick_vcpu`] can be set for a cache that was already
-//! invalid: a second invalidation of the page may run while the first one's
-//! kick is still in flight, and it must not return before the vCPU is out
-//! either.
+//! A failed start would get no `invalidate_range_end` from the mm core for
+//! this notifier's range, but `end` for every notifier anyway, and a `WARN`
+//! because this notifier has an `end`; so start never fails, and waits for
+//! the vCPUs in non-blockable ranges too, as KVM's own notifier does for its
+//! TLB flush (the wait spins; it does not sleep).
+//!
+//! [`Invalidated::kick_vcpu`] is set while the vCPU may have the page's
+//! address in vmcs02: from the hit or refresh that gave it out until
+//! [`CacheState::unmapped`], also for a cache that was already invalid.
 //!
 //! # Locking
 //!
