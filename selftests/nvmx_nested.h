@@ -26,11 +26,28 @@
  * instruction that may exit to L1 runs inside nvmx_l2_exit_insn(), which
  * saves L2's callee-saved registers on L2's own stack (RSP survives the exit
  * in vmcs12) and tells the compiler the rest are clobbered.
+ *
+ * Several vCPUs (nvmx_create_vm_vcpus()): each vCPU has its own shared page
+ * and its own block of NVMX_NR_PAGES pages in the page slot (vCPU i's block
+ * at nvmx_vcpu_pages_gpa(i)).  The guest finds its shared page by its stack:
+ * the host records each vCPU's stack range (the selftest library gives every
+ * vCPU a stack of its own) in nvmx_vcpu_tab[], and nvmx_sh is the entry
+ * whose range holds the current RSP.  L2's stack is an array on L1's stack,
+ * so the same lookup works in L2.  (FS/GS base cannot serve: L2 writes those
+ * MSRs.)  A VM set up without the table (one vCPU) gets a single entry,
+ * covering every address, from nvmx_l1_main().
+ *
+ * The page slot is 4 KiB anonymous memory by default (MADV_NOHUGEPAGE, so
+ * that replacing one page does not split a THP); nvmx_add_page_slot_src()
+ * can back it with THP or hugetlb pages instead, and then puts the pages at
+ * NVMX_HUGE_OFFSET into the slot, i.e. on tail pages of a huge page.
  */
 #ifndef SELFTEST_NVMX_NESTED_H
 #define SELFTEST_NVMX_NESTED_H
 
 #include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "kvm_util.h"
 #include "processor.h"
@@ -111,8 +128,35 @@ struct nvmx_shared {
 /* L2 must not touch the APIC-access page after parking (slot deleted). */
 #define NVMX_L2_NO_APIC_READ	BIT(0)
 
-/* The guest's view of the shared page; L1 sets it before entering L2. */
-static struct nvmx_shared *nvmx_sh;
+#define NVMX_MAX_VCPUS		4
+
+/* One vCPU's stack range [stack_lo, stack_hi) and shared page (GVAs). */
+struct nvmx_vcpu_ent {
+	uint64_t stack_lo;
+	uint64_t stack_hi;
+	struct nvmx_shared *sh;
+};
+
+/* Filled by the host (synced to the guest) or, for one vCPU, by L1. */
+static struct nvmx_vcpu_ent nvmx_vcpu_tab[NVMX_MAX_VCPUS];
+static uint64_t nvmx_nr_vcpu_ents;
+
+/* The guest's view of its vCPU's shared page, found by RSP. */
+static inline struct nvmx_shared *nvmx_cur_shared(void)
+{
+	uint64_t rsp, i;
+
+	__asm__ __volatile__("mov %%rsp, %0" : "=r"(rsp));
+	for (i = 0; i < nvmx_nr_vcpu_ents; i++) {
+		if (rsp >= nvmx_vcpu_tab[i].stack_lo && rsp < nvmx_vcpu_tab[i].stack_hi)
+			return nvmx_vcpu_tab[i].sh;
+	}
+	GUEST_FAIL("RSP 0x%lx is on no registered vCPU stack (%lu entries)", rsp,
+		   nvmx_nr_vcpu_ents);
+	return NULL;
+}
+
+#define nvmx_sh		(nvmx_cur_shared())
 
 /*
  * Run one instruction in L2 that may exit to L1: 128 bytes skip the red
@@ -314,7 +358,15 @@ static inline void nvmx_l1_main(struct vmx_pages *vmx, struct hyperv_test_pages 
 	uint32_t reason;
 	bool running = true;
 
-	nvmx_sh = sh;
+	if (!nvmx_nr_vcpu_ents) {
+		/* One vCPU, no table from the host: one entry for everything. */
+		nvmx_vcpu_tab[0].stack_lo = 0;
+		nvmx_vcpu_tab[0].stack_hi = ~0ul;
+		nvmx_vcpu_tab[0].sh = sh;
+		nvmx_nr_vcpu_ents = 1;
+	}
+	__GUEST_ASSERT(nvmx_sh == sh, "vCPU table gives shared page %p, L1 got %p",
+		       nvmx_sh, sh);
 	if (sh->use & NVMX_USE_EVMCS) {
 		wrmsr(HV_X64_MSR_GUEST_OS_ID, HYPERV_LINUX_OS_ID);
 		enable_vp_assist(hv->vp_assist_gpa, hv->vp_assist);
@@ -378,18 +430,57 @@ static void l1_guest_code(struct vmx_pages *vmx,				\
 	nvmx_l1_main(vmx, hv, sh, l2_entry, &l2_stack[NVMX_L2_STACK_SIZE]);	\
 }
 
-/* Host: the page slot in ordinary anonymous memory, mapped 1:1 for L1. */
-static inline void nvmx_add_page_slot(struct kvm_vm *vm)
+/* Offset of vCPU 0's block in a THP- or hugetlb-backed page slot. */
+#define NVMX_HUGE_OFFSET	0x5000ul
+
+/* Host: GPA of vCPU 0's block of pages (set by nvmx_add_page_slot_src()). */
+static uint64_t nvmx_host_pages_gpa = NVMX_PAGES_GPA;
+/* Host: size of the page slot in bytes. */
+static uint64_t nvmx_host_slot_size = NVMX_NR_PAGES * 4096ul;
+
+static inline uint64_t nvmx_vcpu_pages_gpa(int vcpu_i)
 {
+	return nvmx_host_pages_gpa + (uint64_t)vcpu_i * NVMX_NR_PAGES * getpagesize();
+}
+
+/*
+ * Host: the page slot, with a block of NVMX_NR_PAGES pages for each of
+ * @nr_vcpus vCPUs, mapped 1:1 for L1.  VM_MEM_SRC_ANONYMOUS: 4 KiB pages
+ * (MADV_NOHUGEPAGE), the blocks from NVMX_PAGES_GPA on.  THP or hugetlb:
+ * a slot of whole huge pages (2 MiB or more), the blocks from
+ * NVMX_PAGES_GPA + NVMX_HUGE_OFFSET on, so no page is at a huge-page
+ * boundary.  Whether THP really gave huge pages is for the caller to check.
+ */
+static inline void nvmx_add_page_slot_src(struct kvm_vm *vm,
+					  enum vm_mem_backing_src_type src, int nr_vcpus)
+{
+	uint64_t size = (uint64_t)nr_vcpus * NVMX_NR_PAGES * getpagesize();
+	uint64_t huge;
 	void *hva;
 
-	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, NVMX_PAGES_GPA,
-				    NVMX_PAGES_SLOT, NVMX_NR_PAGES, 0);
+	TEST_ASSERT(nr_vcpus >= 1 && nr_vcpus <= NVMX_MAX_VCPUS, "%d vCPUs", nr_vcpus);
+	nvmx_host_pages_gpa = NVMX_PAGES_GPA;
+	if (src != VM_MEM_SRC_ANONYMOUS) {
+		huge = get_backing_src_pagesz(src);
+		TEST_ASSERT(huge >= 0x200000, "backing page size 0x%lx", huge);
+		size = (NVMX_HUGE_OFFSET + size + huge - 1) / huge * huge;
+		nvmx_host_pages_gpa = NVMX_PAGES_GPA + NVMX_HUGE_OFFSET;
+	}
+	nvmx_host_slot_size = size;
+	vm_userspace_mem_region_add(vm, src, NVMX_PAGES_GPA, NVMX_PAGES_SLOT,
+				    size / getpagesize(), 0);
 	hva = addr_gpa2hva(vm, NVMX_PAGES_GPA);
 	/* 4 KiB pages, so that replacing one page does not split a THP. */
-	madvise(hva, NVMX_NR_PAGES * getpagesize(), MADV_NOHUGEPAGE);
-	memset(hva, 0, NVMX_NR_PAGES * getpagesize());
-	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, NVMX_NR_PAGES);
+	if (src == VM_MEM_SRC_ANONYMOUS)
+		madvise(hva, size, MADV_NOHUGEPAGE);
+	memset(hva, 0, size);
+	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, size / getpagesize());
+}
+
+/* Host: the page slot in ordinary anonymous memory, for one vCPU. */
+static inline void nvmx_add_page_slot(struct kvm_vm *vm)
+{
+	nvmx_add_page_slot_src(vm, VM_MEM_SRC_ANONYMOUS, 1);
 }
 
 static inline void nvmx_fill_shared(struct nvmx_shared *sh, uint64_t use,
@@ -403,14 +494,27 @@ static inline void nvmx_fill_shared(struct nvmx_shared *sh, uint64_t use,
 		sh->page_gpa[i] = base_gpa + i * getpagesize();
 }
 
+/* Host: HVA of page @pg of vCPU @vcpu_i's block. */
+static inline void *nvmx_vcpu_page_hva(struct kvm_vm *vm, int vcpu_i, enum nvmx_page pg)
+{
+	return addr_gpa2hva(vm, nvmx_vcpu_pages_gpa(vcpu_i) + pg * getpagesize());
+}
+
+static inline uint32_t *nvmx_vcpu_vtpr_hva(struct kvm_vm *vm, int vcpu_i)
+{
+	return (uint32_t *)((uint8_t *)nvmx_vcpu_page_hva(vm, vcpu_i, NVMX_PG_VAPIC) +
+			    NVMX_APIC_TPR);
+}
+
+/* Host: the same for the first (or only) vCPU. */
 static inline void *nvmx_page_hva(struct kvm_vm *vm, enum nvmx_page pg)
 {
-	return addr_gpa2hva(vm, NVMX_PAGES_GPA + pg * getpagesize());
+	return nvmx_vcpu_page_hva(vm, 0, pg);
 }
 
 static inline uint32_t *nvmx_vtpr_hva(struct kvm_vm *vm)
 {
-	return (uint32_t *)((uint8_t *)nvmx_page_hva(vm, NVMX_PG_VAPIC) + NVMX_APIC_TPR);
+	return nvmx_vcpu_vtpr_hva(vm, 0);
 }
 
 /* The MSR-bitmap pattern and the APIC offset of iteration @i. */
@@ -692,21 +796,56 @@ static inline int nvmx_report_resumed(const char *what, struct ucall *res,
 	return fails;
 }
 
-/* Host: create the VM with the page slot; returns the shared page. */
+/*
+ * Host: create a VM with @nr_vcpus vCPUs running @l1_code and the page slot
+ * backed by @src; vCPU i gets its own VMX pages, its own shared page @sh[i]
+ * (using the pages @use names, from its block at nvmx_vcpu_pages_gpa(i))
+ * and its entry in nvmx_vcpu_tab[].  Every vCPU may run L1; a test that
+ * wants some of them idle simply does not run them.
+ */
+static inline void nvmx_create_vm_vcpus(struct kvm_vm **vmp, struct kvm_vcpu **vcpus,
+					int nr_vcpus, void *l1_code, uint64_t use,
+					enum vm_mem_backing_src_type src,
+					struct nvmx_shared **sh)
+{
+	vm_vaddr_t vmx_gva, sh_gva;
+	struct kvm_regs regs;
+	int i;
+
+	TEST_ASSERT(nr_vcpus >= 1 && nr_vcpus <= NVMX_MAX_VCPUS, "%d vCPUs", nr_vcpus);
+	*vmp = vm_create_with_vcpus(nr_vcpus, l1_code, vcpus);
+	nvmx_add_page_slot_src(*vmp, src, nr_vcpus);
+	memset(nvmx_vcpu_tab, 0, sizeof(nvmx_vcpu_tab));
+	for (i = 0; i < nr_vcpus; i++) {
+		vcpu_alloc_vmx(*vmp, &vmx_gva);
+		sh_gva = vm_vaddr_alloc_page(*vmp);
+		sh[i] = addr_gva2hva(*vmp, sh_gva);
+		nvmx_fill_shared(sh[i], use, nvmx_vcpu_pages_gpa(i));
+		vcpu_args_set(vcpus[i], 3, vmx_gva, 0, sh_gva);
+
+		/* The library's stack: DEFAULT_STACK_PGS pages below RSP. */
+		vcpu_regs_get(vcpus[i], &regs);
+		nvmx_vcpu_tab[i].stack_hi = (regs.rsp + getpagesize() - 1) &
+					    ~(uint64_t)(getpagesize() - 1);
+		nvmx_vcpu_tab[i].stack_lo = nvmx_vcpu_tab[i].stack_hi -
+					    DEFAULT_STACK_PGS * getpagesize();
+		nvmx_vcpu_tab[i].sh = (struct nvmx_shared *)sh_gva;
+	}
+	nvmx_nr_vcpu_ents = nr_vcpus;
+	sync_global_to_guest(*vmp, nvmx_vcpu_tab);
+	sync_global_to_guest(*vmp, nvmx_nr_vcpu_ents);
+}
+
+/* Host: create the VM with one vCPU and the page slot; returns the shared page. */
 static inline struct nvmx_shared *nvmx_create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpup,
 						 void *l1_code, uint64_t use)
 {
-	vm_vaddr_t vmx_gva, sh_gva;
-	struct nvmx_shared *sh;
+	struct kvm_vcpu *vcpus[1];
+	struct nvmx_shared *sh[1];
 
-	*vmp = vm_create_with_one_vcpu(vcpup, l1_code);
-	vcpu_alloc_vmx(*vmp, &vmx_gva);
-	nvmx_add_page_slot(*vmp);
-	sh_gva = vm_vaddr_alloc_page(*vmp);
-	sh = addr_gva2hva(*vmp, sh_gva);
-	nvmx_fill_shared(sh, use, NVMX_PAGES_GPA);
-	vcpu_args_set(*vcpup, 3, vmx_gva, 0, sh_gva);
-	return sh;
+	nvmx_create_vm_vcpus(vmp, vcpus, 1, l1_code, use, VM_MEM_SRC_ANONYMOUS, sh);
+	*vcpup = vcpus[0];
+	return sh[0];
 }
 
 /*

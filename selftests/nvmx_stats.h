@@ -115,4 +115,99 @@ static inline void nvmx_stats_print(const char *what, const struct nvmx_stats *s
 	       st->memremap, st->memunmap, st->reloads);
 }
 
+/*
+ * Per-vCPU counters of the fixed module: "vcpus <n>" and, for each vCPU
+ * index i, "vcpu<i>_kicks", "vcpu<i>_refreshes" and "vcpu<i>_hits".  An
+ * older module has none of these lines.
+ */
+#define NVMX_STATS_MAX_VCPUS	8
+
+struct nvmx_vcpu_stats {
+	uint64_t vcpus;
+	uint64_t kicks[NVMX_STATS_MAX_VCPUS];
+	uint64_t refreshes[NVMX_STATS_MAX_VCPUS];
+	uint64_t hits[NVMX_STATS_MAX_VCPUS];
+	/* Bit i: vcpu<i>_kicks was present. */
+	uint32_t seen;
+	bool has_vcpus;
+};
+
+/*
+ * Parse the per-vCPU lines of @path.  Returns true if the file has a
+ * "vcpus" line and a vcpu<i>_kicks line for every i below it (and below
+ * NVMX_STATS_MAX_VCPUS); false if the module reports no per-vCPU
+ * statistics.
+ */
+static inline bool nvmx_stats_read_vcpus(const char *path, struct nvmx_vcpu_stats *vs)
+{
+	unsigned long long val;
+	char line[128], key[64], what[32];
+	unsigned int i, n;
+	FILE *f;
+
+	f = fopen(path, "r");
+	TEST_ASSERT(f, "cannot open %s: %s", path, strerror(errno));
+	memset(vs, 0, sizeof(*vs));
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%63s %llu", key, &val) != 2)
+			continue;
+		if (!strcmp(key, "vcpus")) {
+			vs->vcpus = val;
+			vs->has_vcpus = true;
+			continue;
+		}
+		if (sscanf(key, "vcpu%u_%31s", &i, what) != 2 || i >= NVMX_STATS_MAX_VCPUS)
+			continue;
+		if (!strcmp(what, "kicks")) {
+			vs->kicks[i] = val;
+			vs->seen |= 1u << i;
+		} else if (!strcmp(what, "refreshes")) {
+			vs->refreshes[i] = val;
+		} else if (!strcmp(what, "hits")) {
+			vs->hits[i] = val;
+		}
+	}
+	fclose(f);
+	if (!vs->has_vcpus || !vs->vcpus)
+		return false;
+	n = vs->vcpus < NVMX_STATS_MAX_VCPUS ? vs->vcpus : NVMX_STATS_MAX_VCPUS;
+	return (vs->seen & ((1u << n) - 1)) == (1u << n) - 1;
+}
+
+/* Print the per-vCPU counters of vCPUs 0..@n-1 (kselftest comment). */
+static inline void nvmx_vcpu_stats_print(const char *what, const struct nvmx_vcpu_stats *vs,
+					 int n)
+{
+	int i;
+
+	printf("# nvmx_gpc stats %s: vcpus %lu", what, vs->vcpus);
+	for (i = 0; i < n && i < NVMX_STATS_MAX_VCPUS; i++)
+		printf(" | vcpu%d kicks %lu refreshes %lu hits %lu", i, vs->kicks[i],
+		       vs->refreshes[i], vs->hits[i]);
+	printf("\n");
+}
+
+/*
+ * One "key value" line of @path, e.g. "vcpus" or "vcpu0_kicks" (lines the
+ * old module does not have).  Returns false if the file has no such line.
+ */
+static inline bool nvmx_stats_get_key(const char *path, const char *want, uint64_t *val)
+{
+	unsigned long long v;
+	char line[128], key[64];
+	bool found = false;
+	FILE *f;
+
+	f = fopen(path, "r");
+	TEST_ASSERT(f, "cannot open %s: %s", path, strerror(errno));
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%63s %llu", key, &v) == 2 && !strcmp(key, want)) {
+			*val = v;
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
 #endif /* SELFTEST_NVMX_STATS_H */
