@@ -9,6 +9,7 @@
 #                              module with the page cache
 #     --inject fail|hang       add a canary that fails or hangs (harness check)
 #     --modargs A=1,B=2        extra nvmx_gpc module parameters (cache breakages)
+#     --only T1,T2             run only these tests of the plan
 #     --name NAME              results directory name (default: emulator-plan)
 #     --cpus N                 emulated CPUs (default 1)
 #     --total/--test/--silence SECONDS   host wall-time limits
@@ -20,12 +21,13 @@
 
 EMU=${1:-}
 shift || true
-PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=() CPUS=1
+PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=() CPUS=1 ONLY=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--plan) PLAN=$2; shift 2 ;;
 	--phases) PHASES=$2; shift 2 ;;
 	--inject) INJECT=$2; shift 2 ;;
+	--only) ONLY=$2; shift 2 ;;
 	--modargs) MODARGS=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--cpus) CPUS=$2; shift 2 ;;
@@ -45,6 +47,7 @@ HARNESS=$NVMX_ROOT/tools/nvmx-harness/target/release/nvmx-harness
 ARGS="console=ttyS0,115200 mitigations=off loglevel=5 panic=-1 mem=1G"
 ARGS+=" PLAN=$PLAN PHASES=$PHASES"
 [ -n "$INJECT" ] && ARGS+=" INJECT=$INJECT"
+[ -n "$ONLY" ] && ARGS+=" ONLY=$ONLY"
 [ -n "${MODARGS:-}" ] && ARGS+=" MODARGS=${MODARGS//,/+}"
 
 case $EMU in
