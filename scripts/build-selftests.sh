@@ -16,14 +16,23 @@ mkdir -p "$OUT/selftests"
 
 # Our tests build inside the kernel's selftest tree, next to the upstream
 # ones, so they use the same library, flags and headers (our shared
-# selftests/*.h are linked next to them too).
+# selftests/*.h are copied next to them too).  A copy is replaced only when
+# its content differs, and then gets a new mtime: make rebuilds exactly
+# what changed, also when another checkout built these trees last (a
+# symlink's target mtime can be older than that checkout's build).
+place() {
+	if [ -L "$2" ] || ! cmp -s "$1" "$2"; then
+		rm -f "$2"
+		cp "$1" "$2"
+	fi
+}
 OURS=()
 for h in "$NVMX_ROOT"/selftests/*.h; do
-	[ -e "$h" ] && ln -sf "$h" "$KVM_ST/x86_64/$(basename "$h")"
+	[ -e "$h" ] && place "$h" "$KVM_ST/x86_64/$(basename "$h")"
 done
 for c in "$NVMX_ROOT"/selftests/*.c; do
 	name=$(basename "$c" .c)
-	ln -sf "$c" "$KVM_ST/x86_64/$name.c"
+	place "$c" "$KVM_ST/x86_64/$name.c"
 	OURS+=("$name")
 done
 
