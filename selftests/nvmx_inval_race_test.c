@@ -72,43 +72,8 @@ static const char *const mode_names[] = {
 	[MODE_RACE] = "race",
 };
 
-#define SYNC_RACE	10
 
-/* Zero (the deterministic modes): park; else the racing loop's length. */
-static uint64_t l2_race_iters;
-
-static void l2_guest_code(void)
-{
-	uint64_t i;
-
-	if (!l2_race_iters) {
-		nvmx_l2_parked_sequence();
-	} else {
-		for (i = 0; i < l2_race_iters; i++) {
-			GUEST_SYNC_ARGS(SYNC_RACE, i, nvmx_l2_read_cr8(), 0, 0);
-			if (i % 8 == 7)
-				nvmx_l2_call(NVMX_CMD_NOP, 0);
-		}
-	}
-	nvmx_l2_done();
-}
-
-NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
-
-/* The PFN backing @hva (0 if not present). */
-static uint64_t hva_to_pfn(void *hva)
-{
-	uint64_t ent = 0;
-	int fd;
-
-	fd = open("/proc/self/pagemap", O_RDONLY);
-	TEST_ASSERT(fd >= 0, "/proc/self/pagemap: %s", strerror(errno));
-	TEST_ASSERT(pread(fd, &ent, sizeof(ent),
-			  (uintptr_t)hva / getpagesize() * sizeof(ent)) == sizeof(ent),
-		    "pagemap read: %s", strerror(errno));
-	close(fd);
-	return (ent & (1ull << 63)) ? ent & ((1ull << 55) - 1) : 0;
-}
+NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_park_or_race)
 
 static const char *const page_names[NVMX_NR_PAGES] = {
 	[NVMX_PG_MSR_BITMAP] = "MSR bitmap",
@@ -124,12 +89,12 @@ static int migrate_pages_of_slot(struct kvm_vm *vm, char *why, size_t len)
 	why[0] = 0;
 	for (pg = 0; pg < NVMX_NR_PAGES; pg++) {
 		void *hva = nvmx_page_hva(vm, pg);
-		uint64_t before = hva_to_pfn(hva), after;
+		uint64_t before = nvmx_hva_to_pfn(hva), after;
 
 		ret = madvise(hva, getpagesize(), MADV_SOFT_OFFLINE);
 		if (ret && errno == EINVAL)
 			ksft_exit_skip("MADV_SOFT_OFFLINE not supported (CONFIG_MEMORY_FAILURE)\n");
-		after = hva_to_pfn(hva);
+		after = nvmx_hva_to_pfn(hva);
 		printf("# migrate: %s pfn 0x%lx -> 0x%lx (%s)\n", page_names[pg],
 		       before, after, ret ? strerror(errno) : "ok");
 		if (!ret && after && after != before)
@@ -144,7 +109,7 @@ static int migrate_pages_of_slot(struct kvm_vm *vm, char *why, size_t len)
 
 static int run_deterministic(enum mode mode)
 {
-	struct nvmx_stats st0, st1;
+	struct nvmx_stats st0;
 	struct ucall uc, res, next;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
@@ -191,22 +156,7 @@ static int run_deterministic(enum mode mode)
 			ksft_test_result_pass("migrate: all three pages moved to new PFNs\n");
 		}
 	}
-	if (!stats) {
-		ksft_test_result_skip("%s: no nvmx_gpc statistics: stock KVM or pass-through provider\n",
-				      mode_names[mode]);
-	} else {
-		nvmx_stats_read(path, &st1);
-		nvmx_stats_print("after", &st1);
-		if (st1.inval_notifier > st0.inval_notifier) {
-			ksft_test_result_pass("%s: inval_notifier %lu -> %lu\n", mode_names[mode],
-					      st0.inval_notifier, st1.inval_notifier);
-		} else {
-			ksft_test_result_fail("%s: the cache saw no mmu_notifier invalidation (inval_notifier %lu -> %lu)\n",
-					      mode_names[mode], st0.inval_notifier,
-					      st1.inval_notifier);
-			fails++;
-		}
-	}
+	fails += nvmx_report_inval(mode_names[mode], stats, path, &st0, false);
 	fails += nvmx_report_resumed(mode_names[mode], &res, &next, NVMX_NEW_VTPR);
 	kvm_vm_free(vm);
 	return fails;
@@ -273,8 +223,8 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 
 	nvmx_create_vm(&vm, &vcpu, l1_guest_code,
 		       NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
-	l2_race_iters = iters;
-	sync_global_to_guest(vm, l2_race_iters);
+	nvmx_l2_race_iters = iters;
+	sync_global_to_guest(vm, nvmx_l2_race_iters);
 	race.vapic = nvmx_page_hva(vm, NVMX_PG_VAPIC);
 	race.max_gens = max_gens;
 	*(volatile uint32_t *)((uint8_t *)race.vapic + NVMX_APIC_TPR) = gen_cr8(0) << 4;
@@ -287,7 +237,7 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 		/* One emulated CPU: let the thread in between guest exits. */
 		sched_yield();
 		g0 = __atomic_load_n(&race.gen, __ATOMIC_ACQUIRE);
-		nvmx_run_to_sync(vcpu, SYNC_RACE, &uc);
+		nvmx_run_to_sync(vcpu, NVMX_SYNC_RACE, &uc);
 		g1 = __atomic_load_n(&race.gen, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&race.runs, i + 1, __ATOMIC_RELEASE);
 		TEST_ASSERT(uc.args[2] == i, "L2 iteration %lu, expected %lu", uc.args[2], i);

@@ -163,7 +163,7 @@ static void run_delete_vapic(void)
 
 static void run_mode(enum mode mode)
 {
-	struct nvmx_stats st0, st1;
+	struct nvmx_stats st0;
 	struct ucall uc, res, next;
 	struct nvmx_shared *sh;
 	struct kvm_vcpu *vcpu;
@@ -203,20 +203,7 @@ static void run_mode(enum mode mode)
 	nvmx_run_to_sync(vcpu, NVMX_SYNC_NEXT_ENTRY, &next);
 	nvmx_run_to_done(vcpu);
 
-	if (!stats) {
-		ksft_test_result_skip("%s: no nvmx_gpc statistics: stock KVM or pass-through provider\n",
-				      mode_names[mode]);
-	} else {
-		nvmx_stats_read(path, &st1);
-		nvmx_stats_print("after", &st1);
-		if (st1.inval_memslot > st0.inval_memslot)
-			ksft_test_result_pass("%s: inval_memslot %lu -> %lu\n", mode_names[mode],
-					      st0.inval_memslot, st1.inval_memslot);
-		else
-			ksft_test_result_fail("%s: the cache saw no memslot invalidation (inval_memslot %lu -> %lu)\n",
-					      mode_names[mode], st0.inval_memslot,
-					      st1.inval_memslot);
-	}
+	nvmx_report_inval(mode_names[mode], stats, path, &st0, true);
 	nvmx_report_resumed(mode_names[mode], &res, &next, NVMX_NEW_VTPR);
 out:
 	kvm_vm_free(vm);

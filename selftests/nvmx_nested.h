@@ -45,7 +45,11 @@
 #ifndef SELFTEST_NVMX_NESTED_H
 #define SELFTEST_NVMX_NESTED_H
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <string.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -691,6 +695,87 @@ static inline void nvmx_l2_parked_sequence(void)
 	b = nvmx_l2_rdmsr_exits(nvmx_msrs[1]);
 	cr8 = nvmx_l2_read_cr8();
 	GUEST_SYNC_ARGS(NVMX_SYNC_NEXT_ENTRY, cr8, a, b, 0);
+}
+
+/* Host: the index of @arg among @names[0..@n), or -1 (option parsing). */
+static inline int nvmx_name_index(const char *const *names, int n, const char *arg)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (names[i] && !strcmp(arg, names[i]))
+			return i;
+	return -1;
+}
+
+/* Host: the PFN backing @hva in this process (0 if not present). */
+static inline uint64_t nvmx_hva_to_pfn(void *hva)
+{
+	uint64_t ent = 0;
+	int fd;
+
+	fd = open("/proc/self/pagemap", O_RDONLY);
+	TEST_ASSERT(fd >= 0, "/proc/self/pagemap: %s", strerror(errno));
+	TEST_ASSERT(pread(fd, &ent, sizeof(ent),
+			  (uintptr_t)hva / getpagesize() * sizeof(ent)) == sizeof(ent),
+		    "pagemap read: %s", strerror(errno));
+	close(fd);
+	return (ent & (1ull << 63)) ? ent & ((1ull << 55) - 1) : 0;
+}
+
+/*
+ * Host: one kselftest result for the invalidation the cache must have
+ * counted since @st0 (inval_memslot with @memslot, else inval_notifier), or
+ * a skip without statistics.  Returns the number of failures.
+ */
+static inline int nvmx_report_inval(const char *what, bool stats, const char *path,
+				    const struct nvmx_stats *st0, bool memslot)
+{
+	struct nvmx_stats st1;
+	uint64_t before, after;
+
+	if (!stats) {
+		ksft_test_result_skip("%s: no nvmx_gpc statistics: stock KVM or pass-through provider\n",
+				      what);
+		return 0;
+	}
+	nvmx_stats_read(path, &st1);
+	nvmx_stats_print("after", &st1);
+	before = memslot ? st0->inval_memslot : st0->inval_notifier;
+	after = memslot ? st1.inval_memslot : st1.inval_notifier;
+	if (after > before) {
+		ksft_test_result_pass("%s: %s %lu -> %lu\n", what,
+				      memslot ? "inval_memslot" : "inval_notifier", before, after);
+		return 0;
+	}
+	ksft_test_result_fail("%s: the cache saw no %s invalidation (%s %lu -> %lu)\n", what,
+			      memslot ? "memslot" : "mmu_notifier",
+			      memslot ? "inval_memslot" : "inval_notifier", before, after);
+	return 1;
+}
+
+/*
+ * L2 of the invalidation tests: with nvmx_l2_race_iters zero, the parked
+ * sequence; otherwise that many rounds of reporting CR8 to the host
+ * (NVMX_SYNC_RACE), exiting to L1 every 8th.
+ */
+#define NVMX_SYNC_RACE		10
+static uint64_t nvmx_l2_race_iters;
+
+static inline void nvmx_l2_park_or_race(void)
+{
+	uint64_t i;
+
+	if (!nvmx_l2_race_iters) {
+		nvmx_l2_parked_sequence();
+	} else {
+		for (i = 0; i < nvmx_l2_race_iters; i++) {
+			GUEST_SYNC_ARGS(NVMX_SYNC_RACE, i, nvmx_l2_read_cr8(), 0, 0);
+			if (i % 8 == 7)
+				nvmx_l2_call(NVMX_CMD_NOP, 0);
+		}
+	}
+	nvmx_l2_done();
 }
 
 /* Host: content of the pages at the start of the parked sequence. */

@@ -57,6 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nvmx_klog.h"
 #include "nvmx_nested.h"
 #include "nvmx_stats.h"
 
@@ -107,75 +108,6 @@ static void l2_guest_code(void)
 }
 
 NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
-
-/* --- Kernel log since the start of the test (/dev/kmsg). --- */
-
-struct klog {
-	int fd;
-	char *buf;
-	size_t len, cap;
-};
-
-static void klog_start(struct klog *k)
-{
-	memset(k, 0, sizeof(*k));
-	k->fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-	if (k->fd < 0)
-		ksft_exit_skip("cannot open /dev/kmsg: %s\n", strerror(errno));
-	TEST_ASSERT(lseek(k->fd, 0, SEEK_END) >= 0, "lseek /dev/kmsg: %s", strerror(errno));
-}
-
-/* Append the messages logged since the last call, one per line. */
-static void klog_update(struct klog *k)
-{
-	char rec[2048], *msg, *nl;
-	ssize_t n;
-	size_t l;
-
-	for (;;) {
-		n = read(k->fd, rec, sizeof(rec) - 1);
-		if (n < 0 && errno == EPIPE)
-			continue;	/* records overwritten; go on with the next */
-		if (n <= 0)
-			break;
-		rec[n] = 0;
-		msg = strchr(rec, ';');
-		msg = msg ? msg + 1 : rec;
-		nl = strchr(msg, '\n');
-		if (nl)
-			*nl = 0;
-		l = strlen(msg);
-		if (k->len + l + 2 > k->cap) {
-			k->cap = (k->len + l + 2) * 2;
-			k->buf = realloc(k->buf, k->cap);
-			TEST_ASSERT(k->buf, "realloc");
-		}
-		memcpy(k->buf + k->len, msg, l);
-		k->len += l;
-		k->buf[k->len++] = '\n';
-		k->buf[k->len] = 0;
-	}
-}
-
-/* The first line of @text holding one of @pats, copied to @line; or false. */
-static bool find_line(const char *text, const char *const *pats, size_t n,
-		      char *line, size_t len)
-{
-	const char *p, *start, *end;
-	size_t i;
-
-	for (i = 0; text && i < n; i++) {
-		p = strstr(text, pats[i]);
-		if (!p)
-			continue;
-		for (start = p; start > text && start[-1] != '\n'; start--)
-			;
-		end = strchrnul(p, '\n');
-		snprintf(line, len, "%.*s", (int)(end - start), start);
-		return true;
-	}
-	return false;
-}
 
 /* --- The child VMM. --- */
 
@@ -381,7 +313,7 @@ static void clear_oom_report(const char *before)
 {
 	char line[256];
 
-	if (find_line(before, harness_log, ARRAY_SIZE(harness_log), line, sizeof(line))) {
+	if (nvmx_find_line(before, harness_log, ARRAY_SIZE(harness_log), line, sizeof(line))) {
 		printf("# not clearing the kernel log: it had \"%s\" before the test\n", line);
 		return;
 	}
@@ -412,11 +344,11 @@ static void run(enum mode mode)
 	char *log_before = NULL;
 	bool mounted = false, has_memcg = false;
 	long rss0, rss1;
-	struct klog k;
+	struct nvmx_klog k;
 	pid_t pid;
 	char msg;
 
-	klog_start(&k);
+	nvmx_klog_start(&k);
 	if (mode == MODE_MEMCG) {
 		if (!memcg_setup(cg, sizeof(cg), &mounted, why, sizeof(why)))
 			ksft_exit_skip("memcg: %s\n", why);
@@ -520,7 +452,7 @@ static void run(enum mode mode)
 		snprintf(want, sizeof(want), "oom_reaper: reaped process %d ", pid);
 		for (waited = 0; waited < REAPER_WAIT_MS && !reaped; waited += 200) {
 			sleep_ms(200);
-			klog_update(&k);
+			nvmx_klog_update(&k);
 			reaped = k.buf && strstr(k.buf, want);
 			if (k.buf && strstr(k.buf, "unable to reap"))
 				break;
@@ -554,8 +486,8 @@ static void run(enum mode mode)
 			    "the child %s, expected SIGKILL", why);
 	}
 
-	klog_update(&k);
-	if (find_line(k.buf, bad_log, ARRAY_SIZE(bad_log), line, sizeof(line))) {
+	nvmx_klog_update(&k);
+	if (nvmx_find_line(k.buf, bad_log, ARRAY_SIZE(bad_log), line, sizeof(line))) {
 		ksft_test_result_fail("%s: kernel log: \"%s\"\n", mode_names[mode], line);
 		fails++;
 	} else {

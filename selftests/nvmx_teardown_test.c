@@ -43,6 +43,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "nvmx_klog.h"
 #include "nvmx_nested.h"
 #include "nvmx_stats.h"
 
@@ -62,48 +63,6 @@ static void l2_guest_code(void)
 }
 
 NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
-
-/* The kernel log from the start of the test on (/dev/kmsg). */
-static int kmsg_fd = -1;
-
-static void kmsg_start(void)
-{
-	kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-	if (kmsg_fd < 0)
-		ksft_exit_skip("cannot open /dev/kmsg: %s\n", strerror(errno));
-	TEST_ASSERT(lseek(kmsg_fd, 0, SEEK_END) >= 0, "lseek /dev/kmsg: %s", strerror(errno));
-}
-
-/* Returns the number of bad lines since the start; the first in @first. */
-static int kmsg_bad_lines(char *first, size_t len)
-{
-	char rec[2048], *msg, *nl;
-	int bad = 0;
-	size_t i;
-	ssize_t n;
-
-	for (;;) {
-		n = read(kmsg_fd, rec, sizeof(rec) - 1);
-		if (n < 0 && errno == EPIPE)
-			continue;
-		if (n <= 0)
-			break;
-		rec[n] = 0;
-		msg = strchr(rec, ';');
-		msg = msg ? msg + 1 : rec;
-		nl = strchr(msg, '\n');
-		if (nl)
-			*nl = 0;
-		for (i = 0; i < ARRAY_SIZE(bad_log); i++) {
-			if (!strstr(msg, bad_log[i]))
-				continue;
-			if (!bad++)
-				snprintf(first, len, "%.200s", msg);
-			break;
-		}
-	}
-	return bad;
-}
 
 struct toggler {
 	void *page;
@@ -194,7 +153,8 @@ int main(int argc, char *argv[])
 	struct toggler t = {};
 	pthread_t thr;
 	uint8_t *buf;
-	int opt, bad;
+	struct nvmx_klog klog;
+	int opt;
 
 	while ((opt = getopt(argc, argv, "n:h")) != -1) {
 		if (opt != 'n') {
@@ -207,7 +167,7 @@ int main(int argc, char *argv[])
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
 	ksft_set_plan(3);
-	kmsg_start();
+	nvmx_klog_start(&klog);
 	printf("# %ld CPUs online\n", sysconf(_SC_NPROCESSORS_ONLN));
 
 	buf = mmap(NULL, SLOT_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -232,12 +192,11 @@ int main(int argc, char *argv[])
 		ksft_test_result_fail("%lu of %lu VMs saw a stale vAPIC page; first: %s\n",
 				      stale, n, why);
 
-	bad = kmsg_bad_lines(first, sizeof(first));
-	if (!bad)
+	if (!nvmx_klog_find(&klog, bad_log, ARRAY_SIZE(bad_log), first, sizeof(first)))
 		ksft_test_result_pass("kernel log clean over %lu VM destructions under invalidation\n",
 				      n);
 	else
-		ksft_test_result_fail("%d bad kernel log lines, first: \"%s\"\n", bad, first);
+		ksft_test_result_fail("bad kernel log line: \"%.200s\"\n", first);
 
 	if (overlap)
 		ksft_test_result_pass("%lu of %lu destructions overlapped with invalidations\n",

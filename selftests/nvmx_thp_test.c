@@ -126,21 +126,6 @@ NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
 static enum vm_mem_backing_src_type src = VM_MEM_SRC_ANONYMOUS_THP;
 static long orig_nr_hugepages = -1;
 
-/* The PFN backing @hva (0 if not present). */
-static uint64_t hva_to_pfn(void *hva)
-{
-	uint64_t ent = 0;
-	int fd;
-
-	fd = open("/proc/self/pagemap", O_RDONLY);
-	TEST_ASSERT(fd >= 0, "/proc/self/pagemap: %s", strerror(errno));
-	TEST_ASSERT(pread(fd, &ent, sizeof(ent),
-			  (uintptr_t)hva / getpagesize() * sizeof(ent)) == sizeof(ent),
-		    "pagemap read: %s", strerror(errno));
-	close(fd);
-	return (ent & (1ull << 63)) ? ent & ((1ull << 55) - 1) : 0;
-}
-
 /* /proc/kpageflags of @pfn; false if it cannot be read. */
 static bool pfn_flags(uint64_t pfn, uint64_t *flags)
 {
@@ -201,7 +186,7 @@ static bool pages_on_huge_tails(struct kvm_vm *vm, char *why, size_t len)
 
 	why[0] = 0;
 	for (pg = 0; pg <= NVMX_PG_VAPIC; pg++) {
-		pfn = hva_to_pfn(nvmx_page_hva(vm, pg));
+		pfn = nvmx_hva_to_pfn(nvmx_page_hva(vm, pg));
 		if (!pfn_flags(pfn, &flags)) {
 			kb = smaps_kb(nvmx_page_hva(vm, 0), huge_field());
 			snprintf(why, len, "no /proc/kpageflags; %s %ld kB in the VMA",
@@ -383,7 +368,7 @@ out:
 
 static int run_parked(enum mode mode)
 {
-	struct nvmx_stats st0, st1;
+	struct nvmx_stats st0;
 	struct ucall uc, res, next;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
@@ -405,13 +390,13 @@ static int run_parked(enum mode mode)
 		nvmx_stats_read(path, &st0);
 
 	kb0 = smaps_kb(slot, huge_field());
-	before = hva_to_pfn(vapic);
+	before = nvmx_hva_to_pfn(vapic);
 	switch (mode) {
 	case MODE_SPLIT:
 		TEST_ASSERT(!madvise((uint8_t *)slot + SPLIT_OFFSET, getpagesize(), MADV_DONTNEED),
 			    "MADV_DONTNEED: %s", strerror(errno));
 		kb1 = smaps_kb(slot, huge_field());
-		after = hva_to_pfn(vapic);
+		after = nvmx_hva_to_pfn(vapic);
 		printf("# split: %s %ld -> %ld kB, vAPIC pfn 0x%lx -> 0x%lx\n", huge_field(),
 		       kb0, kb1, before, after);
 		if (kb1 < kb0)
@@ -428,7 +413,7 @@ static int run_parked(enum mode mode)
 			restore_hugepages();
 			ksft_exit_skip("MADV_SOFT_OFFLINE not supported (CONFIG_MEMORY_FAILURE)\n");
 		}
-		after = hva_to_pfn(vapic);
+		after = nvmx_hva_to_pfn(vapic);
 		snprintf(why, sizeof(why), "%s", ret ? strerror(errno) : "same PFN");
 		printf("# migrate: vAPIC pfn 0x%lx -> 0x%lx (%s)\n", before, after,
 		       ret ? strerror(errno) : "ok");
@@ -449,7 +434,7 @@ static int run_parked(enum mode mode)
 		}
 		snprintf(why, sizeof(why), "%s", ret ? strerror(errno) : "ok");
 		kb1 = smaps_kb(slot, huge_field());
-		after = hva_to_pfn(vapic);
+		after = nvmx_hva_to_pfn(vapic);
 		printf("# collapse: %s (%s %ld -> %ld kB, vAPIC pfn 0x%lx -> 0x%lx)\n", why,
 		       huge_field(), kb0, kb1, before, after);
 		if (!ret && kb1 > 0 && after && after != before) {
@@ -470,22 +455,7 @@ static int run_parked(enum mode mode)
 	nvmx_run_to_sync(vcpu, NVMX_SYNC_NEXT_ENTRY, &next);
 	nvmx_run_to_done(vcpu);
 
-	if (!stats) {
-		ksft_test_result_skip("%s: no nvmx_gpc statistics: stock KVM or pass-through provider\n",
-				      mode_names[mode]);
-	} else {
-		nvmx_stats_read(path, &st1);
-		nvmx_stats_print("after", &st1);
-		if (st1.inval_notifier > st0.inval_notifier) {
-			ksft_test_result_pass("%s: inval_notifier %lu -> %lu\n", mode_names[mode],
-					      st0.inval_notifier, st1.inval_notifier);
-		} else {
-			ksft_test_result_fail("%s: the cache saw no mmu_notifier invalidation (inval_notifier %lu -> %lu)\n",
-					      mode_names[mode], st0.inval_notifier,
-					      st1.inval_notifier);
-			fails++;
-		}
-	}
+	fails += nvmx_report_inval(mode_names[mode], stats, path, &st0, false);
 	fails += nvmx_report_resumed(mode_names[mode], &res, &next, NVMX_NEW_VTPR);
 	kvm_vm_free(vm);
 	return fails;
@@ -511,10 +481,8 @@ int main(int argc, char *argv[])
 			n = strtoull(optarg, NULL, 0);
 			break;
 		case 'm':
-			for (m = 0; m < NR_MODES; m++)
-				if (!strcmp(optarg, mode_names[m]))
-					break;
-			if (m == NR_MODES)
+			m = nvmx_name_index(mode_names, NR_MODES, optarg);
+			if (m < 0)
 				goto usage;
 			mode = m;
 			break;

@@ -67,7 +67,6 @@ static const char *const mode_names[] = {
 	[MODE_RACE] = "race",
 };
 
-#define SYNC_RACE	10
 #define JUNK_SIZE	(1ul << 20)
 #define JUNK_BYTE	0x70
 
@@ -78,26 +77,7 @@ static const char *const page_names[NVMX_NR_PAGES] = {
 	[NVMX_PG_VAPIC_ALT] = "second virtual-APIC page",
 };
 
-/* Zero (the deterministic modes): park; else the racing loop's length. */
-static uint64_t l2_race_iters;
-
-static void l2_guest_code(void)
-{
-	uint64_t i;
-
-	if (!l2_race_iters) {
-		nvmx_l2_parked_sequence();
-	} else {
-		for (i = 0; i < l2_race_iters; i++) {
-			GUEST_SYNC_ARGS(SYNC_RACE, i, nvmx_l2_read_cr8(), 0, 0);
-			if (i % 8 == 7)
-				nvmx_l2_call(NVMX_CMD_NOP, 0);
-		}
-	}
-	nvmx_l2_done();
-}
-
-NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
+NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_park_or_race)
 
 static int nr_vcpus = 2;
 static bool last_only;
@@ -113,21 +93,6 @@ static uint32_t new_vtpr(int i)
 	uint32_t v = NVMX_NEW_VTPR + 0x10 * i;
 
 	return v < 0xf0 ? v : 0xe0;
-}
-
-/* The PFN backing @hva (0 if not present). */
-static uint64_t hva_to_pfn(void *hva)
-{
-	uint64_t ent = 0;
-	int fd;
-
-	fd = open("/proc/self/pagemap", O_RDONLY);
-	TEST_ASSERT(fd >= 0, "/proc/self/pagemap: %s", strerror(errno));
-	TEST_ASSERT(pread(fd, &ent, sizeof(ent),
-			  (uintptr_t)hva / getpagesize() * sizeof(ent)) == sizeof(ent),
-		    "pagemap read: %s", strerror(errno));
-	close(fd);
-	return (ent & (1ull << 63)) ? ent & ((1ull << 55) - 1) : 0;
 }
 
 /*
@@ -166,12 +131,12 @@ static int migrate_block(struct kvm_vm *vm, int i, char *why, size_t len)
 	drain_lru_batches();
 	for (pg = 0; pg <= NVMX_PG_VAPIC; pg++) {
 		void *hva = nvmx_vcpu_page_hva(vm, i, pg);
-		uint64_t before = hva_to_pfn(hva), after;
+		uint64_t before = nvmx_hva_to_pfn(hva), after;
 
 		ret = madvise(hva, getpagesize(), MADV_SOFT_OFFLINE);
 		if (ret && errno == EINVAL)
 			ksft_exit_skip("MADV_SOFT_OFFLINE not supported (CONFIG_MEMORY_FAILURE)\n");
-		after = hva_to_pfn(hva);
+		after = nvmx_hva_to_pfn(hva);
 		printf("# migrate: vcpu%d %s pfn 0x%lx -> 0x%lx (%s)\n", i, page_names[pg],
 		       before, after, ret ? strerror(errno) : "ok");
 		if (!ret && after && after != before)
@@ -389,7 +354,7 @@ static void *vcpu_thread(void *arg)
 		/* One emulated CPU: let the other threads in between guest exits. */
 		sched_yield();
 		g0 = __atomic_load_n(&r->gen, __ATOMIC_ACQUIRE);
-		nvmx_run_to_sync(r->vcpu, SYNC_RACE, &uc);
+		nvmx_run_to_sync(r->vcpu, NVMX_SYNC_RACE, &uc);
 		g1 = __atomic_load_n(&r->gen, __ATOMIC_ACQUIRE);
 		__atomic_store_n(&r->runs, i + 1, __ATOMIC_RELEASE);
 		TEST_ASSERT(uc.args[2] == i, "vcpu%d: L2 iteration %lu, expected %lu", r->idx,
@@ -431,8 +396,8 @@ static int run_race(void)
 	nvmx_create_vm_vcpus(&vm, vcpus, nr_vcpus, l1_guest_code,
 			     NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC,
 			     VM_MEM_SRC_ANONYMOUS, sh);
-	l2_race_iters = race_iters;
-	sync_global_to_guest(vm, l2_race_iters);
+	nvmx_l2_race_iters = race_iters;
+	sync_global_to_guest(vm, nvmx_l2_race_iters);
 	for (i = 0; i < nr_vcpus; i++) {
 		races[i].vcpu = vcpus[i];
 		races[i].idx = i;
@@ -495,10 +460,8 @@ int main(int argc, char *argv[])
 				goto usage;
 			break;
 		case 'm':
-			for (m = 0; m < NR_MODES; m++)
-				if (!strcmp(optarg, mode_names[m]))
-					break;
-			if (m == NR_MODES)
+			m = nvmx_name_index(mode_names, NR_MODES, optarg);
+			if (m < 0)
 				goto usage;
 			mode = m;
 			break;
