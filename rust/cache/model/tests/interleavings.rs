@@ -8,7 +8,8 @@
 //! whole world at each branch, and checks the invariants after every step
 //! and at the end of every schedule. Mutants (deliberately broken variants)
 //! must be caught by the same search, so that the checker cannot go blind
-//! unnoticed.
+//! unnoticed. The search and the test helpers are shared with `vcpus.rs`
+//! (`common/mod.rs`).
 //!
 //! This model has one vCPU, whose entry check reads `valid`, and a software
 //! user that retries on a miss. The kick protocol with two vCPUs, the
@@ -33,6 +34,9 @@
 //! - User (KVM software access): `Use` [lock: `check`, on a hit the pfn must
 //!   be the current backing of the gpa].
 
+mod common;
+
+use common::{Model, Outcome};
 use nvmx_cache_model::{
     CacheState, Commit, InvalCause, InvalSeq, Lookup, Mutant, PageKind, Resolved,
 };
@@ -47,7 +51,7 @@ const UNMANAGED_BASE: u64 = 1000;
 const MAX_ATTEMPTS: u32 = 3;
 
 /// Ways of breaking the protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Faults {
     /// A broken `finish_refresh` from state.rs.
     state: Option<Mutant>,
@@ -64,6 +68,55 @@ struct Faults {
     /// The user's check ignores the memslot generation.
     gen_blind_user: bool,
 }
+
+/// The unbroken protocol.
+const NONE: Faults = Faults {
+    state: None,
+    invalidate_before_begin: false,
+    no_kick: false,
+    kick_only_if_was_valid: false,
+    no_memslot_hook: false,
+    gen_blind_user: false,
+};
+
+// The mutants.
+const IGNORE_SEQ: Faults = Faults {
+    state: Some(Mutant::IgnoreSeq),
+    ..NONE
+};
+const IGNORE_RACED: Faults = Faults {
+    state: Some(Mutant::IgnoreRaced),
+    ..NONE
+};
+const INVALIDATE_BEFORE_BEGIN: Faults = Faults {
+    invalidate_before_begin: true,
+    ..NONE
+};
+const NO_KICK: Faults = Faults {
+    no_kick: true,
+    ..NONE
+};
+const KICK_ONLY_IF_WAS_VALID: Faults = Faults {
+    kick_only_if_was_valid: true,
+    ..NONE
+};
+const NO_MEMSLOT_HOOK: Faults = Faults {
+    no_memslot_hook: true,
+    ..NONE
+};
+const GEN_BLIND_USER: Faults = Faults {
+    gen_blind_user: true,
+    ..NONE
+};
+const MUTANTS: [Faults; 7] = [
+    IGNORE_SEQ,
+    IGNORE_RACED,
+    INVALIDATE_BEFORE_BEGIN,
+    NO_KICK,
+    KICK_ONLY_IF_WAS_VALID,
+    NO_MEMSLOT_HOOK,
+    GEN_BLIND_USER,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum VPc {
@@ -158,7 +211,6 @@ struct World {
     live: Vec<u64>,
     next_token: u64,
     actors: Vec<Actor>,
-    trace: Vec<String>,
 }
 
 type Check = Result<(), String>;
@@ -176,7 +228,6 @@ impl World {
             live: Vec::new(),
             next_token: 1,
             actors,
-            trace: Vec::new(),
         };
         w.cache.activate();
         if warm {
@@ -246,29 +297,6 @@ impl World {
         // guest mode when this returns, and its next entry check sees the
         // cache invalid.
         self.hw = None;
-    }
-
-    fn step(&mut self, id: usize) -> Check {
-        let mut actor = self.actors[id].clone();
-        let what = match &mut actor {
-            Actor::Vcpu(v) => self.step_vcpu(v)?,
-            Actor::Invalidator(i) => self.step_invalidator(i)?,
-            Actor::Memslot(m) => self.step_memslot(m)?,
-            Actor::RemoteTeardown { done } => {
-                if let Some(r) = self.cache.deactivate() {
-                    self.release(r)?;
-                }
-                *done = true;
-                "teardown: deactivate".to_string()
-            }
-            Actor::User { done } => {
-                *done = true;
-                self.step_user()?
-            }
-        };
-        self.actors[id] = actor;
-        self.trace.push(format!("[{id}] {what}"));
-        Ok(())
     }
 
     fn vcpu_retry(v: &mut Vcpu) {
@@ -459,6 +487,63 @@ impl World {
             None => Ok("user: miss".to_string()),
         }
     }
+}
+
+/// What a search counts at the end of each complete schedule.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Schedules in which the vCPU ran out of attempts.
+    gave_up: u64,
+    /// Schedules that end with L2 running on the cached page.
+    in_guest: u64,
+    retries: u64,
+    stale: u64,
+}
+
+impl Model for World {
+    type Tally = Tally;
+
+    const COLUMNS: &'static [(&'static str, usize)] = &[
+        ("scenario", 22),
+        ("schedules", 10),
+        ("states", 11),
+        ("in-guest", 9),
+        ("gave-up", 9),
+        ("retries", 9),
+        ("stale", 7),
+    ];
+
+    const PROPERTY: &'static str = "invariant";
+
+    fn actors(&self) -> usize {
+        self.actors.len()
+    }
+
+    fn done(&self, id: usize) -> bool {
+        self.actors[id].done()
+    }
+
+    fn step(&mut self, id: usize) -> Result<String, String> {
+        let mut actor = self.actors[id].clone();
+        let what = match &mut actor {
+            Actor::Vcpu(v) => self.step_vcpu(v)?,
+            Actor::Invalidator(i) => self.step_invalidator(i)?,
+            Actor::Memslot(m) => self.step_memslot(m)?,
+            Actor::RemoteTeardown { done } => {
+                if let Some(r) = self.cache.deactivate() {
+                    self.release(r)?;
+                }
+                *done = true;
+                "teardown: deactivate".to_string()
+            }
+            Actor::User { done } => {
+                *done = true;
+                self.step_user()?
+            }
+        };
+        self.actors[id] = actor;
+        Ok(format!("[{id}] {what}"))
+    }
 
     /// Invariants of every reachable state.
     fn check_always(&self) -> Check {
@@ -527,69 +612,31 @@ impl World {
         }
         Ok(())
     }
-}
 
-#[derive(Debug, Default)]
-struct Outcome {
-    schedules: u64,
-    states: u64,
-    /// Schedules in which the vCPU ran out of attempts.
-    gave_up: u64,
-    /// Schedules that end with L2 running on the cached page.
-    in_guest: u64,
-    retries: u64,
-    stale: u64,
-}
-
-struct Violation {
-    msg: String,
-    trace: Vec<String>,
-}
-
-fn dfs(w: &World, out: &mut Outcome) -> Result<(), Violation> {
-    let mut any = false;
-    for id in 0..w.actors.len() {
-        if w.actors[id].done() {
-            continue;
-        }
-        any = true;
-        let mut next = w.clone();
-        out.states += 1;
-        let res = next.step(id).and_then(|()| next.check_always());
-        if let Err(msg) = res {
-            return Err(Violation {
-                msg,
-                trace: next.trace,
-            });
-        }
-        dfs(&next, out)?;
-    }
-    if !any {
-        out.schedules += 1;
-        if let Err(msg) = w.check_final() {
-            return Err(Violation {
-                msg,
-                trace: w.trace.clone(),
-            });
-        }
-        for a in &w.actors {
+    fn tally_final(&self, t: &mut Tally) {
+        for a in &self.actors {
             if let Actor::Vcpu(v) = a {
-                out.gave_up += u64::from(v.gave_up);
+                t.gave_up += u64::from(v.gave_up);
             }
         }
-        out.in_guest += u64::from(w.hw.is_some());
-        out.retries += w.cache.stats().retries;
-        out.stale += w.cache.stats().stale;
+        t.in_guest += u64::from(self.hw.is_some());
+        t.retries += self.cache.stats().retries;
+        t.stale += self.cache.stats().stale;
     }
-    Ok(())
-}
 
-fn explore(w: World) -> Result<Outcome, (Violation, Outcome)> {
-    w.check_always().expect("initial state");
-    let mut out = Outcome::default();
-    match dfs(&w, &mut out) {
-        Ok(()) => Ok(out),
-        Err(v) => Err((v, out)),
+    fn cells(o: &Outcome<Tally>) -> Vec<String> {
+        let t = &o.tally;
+        // Without a key the search walks the tree of schedules: each step
+        // reaches a new state.
+        let states = o.transitions;
+        vec![
+            o.schedules.to_string(),
+            states.to_string(),
+            t.in_guest.to_string(),
+            t.gave_up.to_string(),
+            t.retries.to_string(),
+            t.stale.to_string(),
+        ]
     }
 }
 
@@ -720,178 +767,42 @@ fn build(s: Scenario, f: Faults) -> World {
 
 #[test]
 fn all_scenarios_hold() {
-    let mut total = 0;
-    println!(
-        "{:<22} {:>10} {:>11} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "schedules", "states", "in-guest", "gave-up", "retries", "stale"
-    );
-    for s in SCENARIOS {
-        match explore(build(s, Faults::default())) {
-            Ok(o) => {
-                println!(
-                    "{:<22} {:>10} {:>11} {:>9} {:>9} {:>9} {:>7}",
-                    format!("{s:?}"),
-                    o.schedules,
-                    o.states,
-                    o.in_guest,
-                    o.gave_up,
-                    o.retries,
-                    o.stale
-                );
-                assert!(o.schedules > 0);
-                total += o.schedules;
-            }
-            Err((v, _)) => panic!(
-                "{s:?}: invariant violated: {}\n  {}",
-                v.msg,
-                v.trace.join("\n  ")
-            ),
-        }
+    common::all_scenarios_hold(&SCENARIOS, |s| build(s, NONE));
+}
+
+common::mutant_tests! {
+    build;
+    mutant_finish_ignores_seq_is_caught {
+        "finish_refresh ignores InvalSeq", IGNORE_SEQ, Scenario::Notifier =>
+            |m| m.contains("valid cache holds pfn") || m.contains("hits pfn");
     }
-    println!("total schedules: {total}");
-}
-
-/// Runs `s` with `f` and requires a violation; returns its message.
-fn must_catch(name: &str, s: Scenario, f: Faults) -> String {
-    match explore(build(s, f)) {
-        Ok(o) => panic!(
-            "mutant {name} survived {s:?} ({} schedules): the checker is blind",
-            o.schedules
-        ),
-        Err((v, o)) => {
-            println!(
-                "mutant {name} caught in {s:?} after {} complete schedules: {}\n  {}",
-                o.schedules,
-                v.msg,
-                v.trace.join("\n  ")
-            );
-            v.msg
-        }
+    mutant_finish_ignores_invalidate_all_is_caught {
+        "finish_refresh ignores invalidate_all", IGNORE_RACED, Scenario::Memslot =>
+            |m| m.contains("generation") || m.contains("L2 runs");
     }
-}
-
-#[test]
-fn mutant_finish_ignores_seq_is_caught() {
-    let f = Faults {
-        state: Some(Mutant::IgnoreSeq),
-        ..Faults::default()
-    };
-    let msg = must_catch("finish_refresh ignores InvalSeq", Scenario::Notifier, f);
-    assert!(msg.contains("valid cache holds pfn") || msg.contains("hits pfn"));
-}
-
-#[test]
-fn mutant_finish_ignores_invalidate_all_is_caught() {
-    let f = Faults {
-        state: Some(Mutant::IgnoreRaced),
-        ..Faults::default()
-    };
-    let msg = must_catch(
-        "finish_refresh ignores invalidate_all",
-        Scenario::Memslot,
-        f,
-    );
-    assert!(msg.contains("generation") || msg.contains("L2 runs"));
-}
-
-#[test]
-fn mutant_invalidate_before_begin_is_caught() {
-    let f = Faults {
-        invalidate_before_begin: true,
-        ..Faults::default()
-    };
-    must_catch("notifier invalidates before begin", Scenario::Notifier, f);
-}
-
-#[test]
-fn mutant_no_kick_is_caught() {
-    let f = Faults {
-        no_kick: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("notifier does not kick", Scenario::NotifierWarm, f);
-    assert!(msg.contains("hardware uses pfn"));
-}
-
-#[test]
-fn mutant_kick_only_if_was_valid_is_caught() {
-    let f = Faults {
-        kick_only_if_was_valid: true,
-        ..Faults::default()
-    };
-    let msg = must_catch(
-        "second invalidation does not kick",
-        Scenario::NotifierTwice,
-        f,
-    );
-    assert!(msg.contains("hardware uses pfn"));
-}
-
-#[test]
-fn mutant_no_memslot_hook_is_caught() {
-    let f = Faults {
-        no_memslot_hook: true,
-        ..Faults::default()
-    };
-    let msg = must_catch(
-        "memslot update without invalidate_all",
-        Scenario::Memslot,
-        f,
-    );
-    assert!(msg.contains("L2 runs on pfn") || msg.contains("after generation"));
-}
-
-#[test]
-fn mutant_generation_blind_user_is_caught() {
-    let f = Faults {
-        gen_blind_user: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("check without generation", Scenario::Memslot, f);
-    assert!(msg.contains("user read pfn"));
+    mutant_invalidate_before_begin_is_caught {
+        "notifier invalidates before begin", INVALIDATE_BEFORE_BEGIN, Scenario::Notifier =>
+            |_| true;
+    }
+    mutant_no_kick_is_caught {
+        "notifier does not kick", NO_KICK, Scenario::NotifierWarm =>
+            |m| m.contains("hardware uses pfn");
+    }
+    mutant_kick_only_if_was_valid_is_caught {
+        "second invalidation does not kick", KICK_ONLY_IF_WAS_VALID, Scenario::NotifierTwice =>
+            |m| m.contains("hardware uses pfn");
+    }
+    mutant_no_memslot_hook_is_caught {
+        "memslot update without invalidate_all", NO_MEMSLOT_HOOK, Scenario::Memslot =>
+            |m| m.contains("L2 runs on pfn") || m.contains("after generation");
+    }
+    mutant_generation_blind_user_is_caught {
+        "check without generation", GEN_BLIND_USER, Scenario::Memslot =>
+            |m| m.contains("user read pfn");
+    }
 }
 
 #[test]
 fn every_mutant_breaks_some_scenario() {
-    // A coarser net: each mutant must break at least one scenario, and the
-    // unmutated protocol none (the latter is `all_scenarios_hold`).
-    let mutants = [
-        Faults {
-            state: Some(Mutant::IgnoreSeq),
-            ..Faults::default()
-        },
-        Faults {
-            state: Some(Mutant::IgnoreRaced),
-            ..Faults::default()
-        },
-        Faults {
-            invalidate_before_begin: true,
-            ..Faults::default()
-        },
-        Faults {
-            no_kick: true,
-            ..Faults::default()
-        },
-        Faults {
-            kick_only_if_was_valid: true,
-            ..Faults::default()
-        },
-        Faults {
-            no_memslot_hook: true,
-            ..Faults::default()
-        },
-        Faults {
-            gen_blind_user: true,
-            ..Faults::default()
-        },
-    ];
-    for f in mutants {
-        let caught: Vec<Scenario> = SCENARIOS
-            .iter()
-            .copied()
-            .filter(|&s| explore(build(s, f)).is_err())
-            .collect();
-        println!("{f:?}: caught by {caught:?}");
-        assert!(!caught.is_empty(), "{f:?} survived every scenario");
-    }
+    common::every_mutant_breaks_some_scenario(&MUTANTS, &SCENARIOS, build);
 }

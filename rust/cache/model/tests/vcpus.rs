@@ -44,12 +44,12 @@
 //! kernel code. The search is a depth-first search over all schedules that
 //! remembers the states it has explored (by a 128-bit hash), so it visits
 //! each state once; it counts the complete schedules exactly, as the number
-//! of paths through the state graph.
+//! of paths through the state graph. The search and the test helpers are
+//! shared with `interleavings.rs` (`common/mod.rs`).
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+mod common;
 
+use common::{Model, Outcome};
 use nvmx_cache_model::{CacheState, Commit, InvalSeq, Lookup, PageKind, RefreshTicket, Resolved};
 
 const NR_VCPUS: usize = 2;
@@ -65,7 +65,7 @@ const MAX_ATTEMPTS: u8 = 3;
 
 /// Ways of breaking the protocol, each an older or a test-knob version of
 /// `rust/cache.rs` and `rust/shim.c`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Faults {
     /// F1: the request and the kick go to vCPU 0 whatever vCPU's cache
     /// was invalidated (`vcpu_idx` read in `vcpu_init()`, before KVM sets
@@ -94,6 +94,60 @@ struct Faults {
     /// the core's `WARN` and an unbalanced `invalidate_range_end` are only
     /// counted, and the search goes on to what they lead to.
     lenient_warns: bool,
+}
+
+/// The module as it is.
+const NONE: Faults = Faults {
+    kick_vcpu0: false,
+    nonblock_eagain: false,
+    nonblock_eagain_at_once: false,
+    request_after_walk: false,
+    sticky_hw: false,
+    kick_after_unlock: false,
+    kick_only_if_was_valid: false,
+    lenient_warns: false,
+};
+
+// The mutants.
+const KICK_VCPU0: Faults = Faults {
+    kick_vcpu0: true,
+    ..NONE
+};
+const NONBLOCK_EAGAIN: Faults = Faults {
+    nonblock_eagain: true,
+    ..NONE
+};
+const NONBLOCK_EAGAIN_AT_ONCE: Faults = Faults {
+    nonblock_eagain_at_once: true,
+    ..NONE
+};
+const REQUEST_AFTER_WALK: Faults = Faults {
+    request_after_walk: true,
+    ..NONE
+};
+const STICKY_HW: Faults = Faults {
+    sticky_hw: true,
+    ..NONE
+};
+const KICK_AFTER_UNLOCK: Faults = Faults {
+    kick_after_unlock: true,
+    ..NONE
+};
+const MUTANTS: [Faults; 6] = [
+    KICK_VCPU0,
+    NONBLOCK_EAGAIN,
+    NONBLOCK_EAGAIN_AT_ONCE,
+    REQUEST_AFTER_WALK,
+    STICKY_HW,
+    KICK_AFTER_UNLOCK,
+];
+
+/// `f` on a host that does not panic on `WARN`.
+const fn lenient(f: Faults) -> Faults {
+    Faults {
+        lenient_warns: true,
+        ..f
+    }
 }
 
 /// Where a vCPU thread is.
@@ -320,50 +374,6 @@ impl World {
             NPc::Unlock
         } else {
             NPc::Kick
-        }
-    }
-
-    fn actors(&self) -> usize {
-        NR_VCPUS + self.notifiers.len()
-    }
-
-    fn done(&self, id: usize) -> bool {
-        if id < NR_VCPUS {
-            self.vcpus[id].done()
-        } else {
-            self.notifiers[id - NR_VCPUS].pc == NPc::Done
-        }
-    }
-
-    /// Whether actor `id` can take its next step (it would spin on the VM
-    /// lock otherwise).
-    fn enabled(&self, id: usize) -> bool {
-        if self.done(id) {
-            return false;
-        }
-        let lock_free = self.vm_lock.is_none() || self.vm_lock == Some(id);
-        if id < NR_VCPUS {
-            match self.vcpus[id].pc {
-                VPc::MapBegin | VPc::Finish | VPc::Free => lock_free,
-                _ => true,
-            }
-        } else {
-            let nf = &self.notifiers[id - NR_VCPUS];
-            match nf.pc {
-                // The knob fails before it takes any lock.
-                NPc::Begin if self.faults.nonblock_eagain_at_once && !nf.blockable => true,
-                NPc::Begin | NPc::End | NPc::CoreEnd => lock_free,
-                _ => true,
-            }
-        }
-    }
-
-    fn step(&mut self, id: usize) -> Step {
-        if id < NR_VCPUS {
-            self.step_vcpu(id).map(|s| format!("[vcpu{id}] {s}"))
-        } else {
-            let n = id - NR_VCPUS;
-            self.step_notifier(n).map(|s| format!("[notifier{n}] {s}"))
         }
     }
 
@@ -635,6 +645,77 @@ impl World {
         self.notifiers[n] = nf;
         Ok(what)
     }
+}
+
+/// What a search counts, step by step.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Steps in which a `get()` returned NULL with the request pending.
+    null_retries: u64,
+    /// Steps in which a notifier kicked a vCPU out of guest mode.
+    kicks: u64,
+    /// Steps in which `finish_refresh` returned `Retry`.
+    retries: u64,
+}
+
+impl Model for World {
+    type Tally = Tally;
+
+    const COLUMNS: &'static [(&'static str, usize)] = &[
+        ("scenario", 20),
+        ("schedules", 21),
+        ("states", 7),
+        ("transitions", 11),
+        ("kicks", 6),
+        ("retries", 7),
+        ("get-NULL", 8),
+    ];
+
+    const PROPERTY: &'static str = "property";
+
+    fn actors(&self) -> usize {
+        NR_VCPUS + self.notifiers.len()
+    }
+
+    fn done(&self, id: usize) -> bool {
+        if id < NR_VCPUS {
+            self.vcpus[id].done()
+        } else {
+            self.notifiers[id - NR_VCPUS].pc == NPc::Done
+        }
+    }
+
+    /// Whether actor `id` can take its next step (it would spin on the VM
+    /// lock otherwise).
+    fn enabled(&self, id: usize) -> bool {
+        if self.done(id) {
+            return false;
+        }
+        let lock_free = self.vm_lock.is_none() || self.vm_lock == Some(id);
+        if id < NR_VCPUS {
+            match self.vcpus[id].pc {
+                VPc::MapBegin | VPc::Finish | VPc::Free => lock_free,
+                _ => true,
+            }
+        } else {
+            let nf = &self.notifiers[id - NR_VCPUS];
+            match nf.pc {
+                // The knob fails before it takes any lock.
+                NPc::Begin if self.faults.nonblock_eagain_at_once && !nf.blockable => true,
+                NPc::Begin | NPc::End | NPc::CoreEnd => lock_free,
+                _ => true,
+            }
+        }
+    }
+
+    fn step(&mut self, id: usize) -> Step {
+        if id < NR_VCPUS {
+            self.step_vcpu(id).map(|s| format!("[vcpu{id}] {s}"))
+        } else {
+            let n = id - NR_VCPUS;
+            self.step_notifier(n).map(|s| format!("[notifier{n}] {s}"))
+        }
+    }
 
     /// Properties of every reachable state.
     fn check_always(&self) -> Result<(), String> {
@@ -693,112 +774,31 @@ impl World {
         Ok(())
     }
 
-    fn key(&self) -> u128 {
-        let mut a = DefaultHasher::new();
-        self.hash(&mut a);
-        let mut b = DefaultHasher::new();
-        0x9e37_79b9_u32.hash(&mut b);
-        self.hash(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
-    }
-}
-
-#[derive(Debug, Default)]
-struct Outcome {
-    /// Complete schedules (paths through the state graph).
-    schedules: u128,
-    /// Distinct states.
-    states: u64,
-    /// Steps taken (edges of the state graph).
-    transitions: u64,
-    /// Steps in which a `get()` returned NULL with the request pending.
-    null_retries: u64,
-    /// Steps in which a notifier kicked a vCPU out of guest mode.
-    kicks: u64,
-    /// Steps in which `finish_refresh` returned `Retry`.
-    retries: u64,
-}
-
-struct Violation {
-    msg: String,
-    trace: Vec<String>,
-}
-
-struct Search {
-    memo: HashMap<u128, u128>,
-    out: Outcome,
-    trace: Vec<String>,
-}
-
-impl Search {
-    /// Returns the number of complete schedules from `w`.
-    fn dfs(&mut self, w: &World) -> Result<u128, Violation> {
-        let key = w.key();
-        if let Some(&n) = self.memo.get(&key) {
-            return Ok(n);
-        }
-        self.out.states += 1;
-        let mut total = 0u128;
-        let mut any = false;
-        for id in 0..w.actors() {
-            if !w.enabled(id) {
-                continue;
-            }
-            any = true;
-            self.out.transitions += 1;
-            let mut next = w.clone();
-            match next.step(id) {
-                Ok(what) => {
-                    self.tally(&what);
-                    self.trace.push(what);
-                    if let Err(msg) = next.check_always() {
-                        return Err(self.violation(msg));
-                    }
-                    total += self.dfs(&next)?;
-                    self.trace.pop();
-                }
-                Err(msg) => return Err(self.violation(msg)),
-            }
-        }
-        if !any {
-            if (0..w.actors()).any(|id| !w.done(id)) {
-                return Err(self.violation("deadlock: no actor can step".into()));
-            }
-            w.check_final().map_err(|msg| self.violation(msg))?;
-            total = 1;
-        }
-        self.memo.insert(key, total);
-        Ok(total)
+    fn key(&self) -> Option<u128> {
+        Some(common::state_key(self))
     }
 
-    fn tally(&mut self, what: &str) {
-        let o = &mut self.out;
-        o.null_retries += u64::from(what.contains("get() -> NULL"));
-        o.kicks += u64::from(what.contains("kicked out [") && !what.contains("kicked out []"));
-        o.retries += u64::from(what.contains("-> Retry"));
+    fn tally_step(what: &str, t: &mut Tally) {
+        t.null_retries += u64::from(what.contains("get() -> NULL"));
+        t.kicks += u64::from(what.contains("kicked out [") && !what.contains("kicked out []"));
+        t.retries += u64::from(what.contains("-> Retry"));
     }
 
-    fn violation(&self, msg: String) -> Violation {
-        Violation {
-            msg,
-            trace: self.trace.clone(),
-        }
+    fn cells(o: &Outcome<Tally>) -> Vec<String> {
+        let t = &o.tally;
+        vec![
+            o.schedules.to_string(),
+            o.states.to_string(),
+            o.transitions.to_string(),
+            t.kicks.to_string(),
+            t.retries.to_string(),
+            t.null_retries.to_string(),
+        ]
     }
-}
 
-fn explore(w: World) -> Result<Outcome, (Violation, Outcome)> {
-    w.check_always().expect("initial state");
-    let mut s = Search {
-        memo: HashMap::new(),
-        out: Outcome::default(),
-        trace: Vec::new(),
-    };
-    match s.dfs(&w) {
-        Ok(n) => {
-            s.out.schedules = n;
-            Ok(s.out)
-        }
-        Err(v) => Err((v, s.out)),
+    /// Every scenario kicks a vCPU out of L2.
+    fn exercised(o: &Outcome<Tally>) -> bool {
+        o.schedules > 0 && o.tally.kicks > 0
     }
 }
 
@@ -1001,137 +1001,45 @@ fn build(s: Scenario, f: Faults) -> World {
 
 #[test]
 fn all_scenarios_hold() {
-    let mut total = 0;
-    println!(
-        "{:<20} {:>21} {:>7} {:>11} {:>6} {:>7} {:>8}",
-        "scenario", "schedules", "states", "transitions", "kicks", "retries", "get-NULL"
-    );
-    for s in SCENARIOS {
-        match explore(build(s, Faults::default())) {
-            Ok(o) => {
-                println!(
-                    "{:<20} {:>21} {:>7} {:>11} {:>6} {:>7} {:>8}",
-                    format!("{s:?}"),
-                    o.schedules,
-                    o.states,
-                    o.transitions,
-                    o.kicks,
-                    o.retries,
-                    o.null_retries
-                );
-                // Not vacuous: every scenario kicks a vCPU out of L2.
-                assert!(o.schedules > 0 && o.kicks > 0);
-                total += o.schedules;
-            }
-            Err((v, _)) => panic!(
-                "{s:?}: property violated: {}\n  {}",
-                v.msg,
-                v.trace.join("\n  ")
-            ),
-        }
+    common::all_scenarios_hold(&SCENARIOS, |s| build(s, NONE));
+}
+
+common::mutant_tests! {
+    build;
+    mutant_f1_kick_vcpu0_is_caught {
+        "F1 (kick goes to vCPU 0)", KICK_VCPU0, Scenario::OwnPages =>
+            |m| m.starts_with("vcpu1 in guest mode uses pfn 200, which is freed");
+        "F1 (kick goes to vCPU 0)", KICK_VCPU0, Scenario::SharedPage =>
+            |m| m.contains("vcpu1 in guest mode uses pfn") && m.contains("freed");
     }
-    println!("total schedules: {total}");
-}
-
-/// Runs `s` with `f` and requires a violation; returns its message.
-fn must_catch(name: &str, s: Scenario, f: Faults) -> String {
-    match explore(build(s, f)) {
-        Ok(o) => panic!(
-            "mutant {name} survived {s:?} ({} schedules): the checker is blind",
-            o.schedules
-        ),
-        Err((v, o)) => {
-            println!(
-                "mutant {name} caught in {s:?} after {} states: {}\n  {}",
-                o.states,
-                v.msg,
-                v.trace.join("\n  ")
-            );
-            v.msg
-        }
-    }
-}
-
-#[test]
-fn mutant_f1_kick_vcpu0_is_caught() {
-    let f = Faults {
-        kick_vcpu0: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("F1 (kick goes to vCPU 0)", Scenario::OwnPages, f);
-    assert!(msg.starts_with("vcpu1 in guest mode uses pfn 200, which is freed"));
-    let msg = must_catch("F1 (kick goes to vCPU 0)", Scenario::SharedPage, f);
-    assert!(msg.contains("vcpu1 in guest mode uses pfn") && msg.contains("freed"));
-}
-
-#[test]
-fn mutant_f2_nonblock_eagain_is_caught() {
-    let f = Faults {
-        nonblock_eagain: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("F2 (-EAGAIN, end twice)", Scenario::OomReaper, f);
-    assert!(msg.contains("mm core WARN"));
-    // Without panic_on_warn, the double end lets a refresh install the
-    // page that a concurrent munmap frees.
-    let f = Faults {
-        lenient_warns: true,
-        ..f
-    };
-    let msg = must_catch(
+    mutant_f2_nonblock_eagain_is_caught {
+        "F2 (-EAGAIN, end twice)", NONBLOCK_EAGAIN, Scenario::OomReaper =>
+            |m| m.contains("mm core WARN");
+        // Without panic_on_warn, the double end lets a refresh install the
+        // page that a concurrent munmap frees.
         "F2 (-EAGAIN, end twice), WARNs not fatal",
-        Scenario::OomReaper,
-        f,
-    );
-    assert!(msg.contains("use-after-free"));
-    // The test knob's version: no begin, and the core's end takes the
-    // concurrent munmap's.
-    let f = Faults {
-        nonblock_eagain_at_once: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("F2 (break_nonblock)", Scenario::OomReaper, f);
-    assert!(msg.contains("mm core WARN"));
-    let f = Faults {
-        lenient_warns: true,
-        ..f
-    };
-    let msg = must_catch(
+        lenient(NONBLOCK_EAGAIN), Scenario::OomReaper =>
+            |m| m.contains("use-after-free");
+        // The test knob's version: no begin, and the core's end takes the
+        // concurrent munmap's.
+        "F2 (break_nonblock)", NONBLOCK_EAGAIN_AT_ONCE, Scenario::OomReaper =>
+            |m| m.contains("mm core WARN");
         "F2 (break_nonblock), WARNs not fatal",
-        Scenario::OomReaper,
-        f,
-    );
-    assert!(msg.contains("use-after-free"));
-}
-
-#[test]
-fn mutant_f3_request_after_walk_is_caught() {
-    let f = Faults {
-        request_after_walk: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("F3 (request after the walk)", Scenario::OwnPages, f);
-    assert!(msg.contains("get() returned NULL") && msg.contains("no reload request pending"));
-}
-
-#[test]
-fn mutant_f5_kick_after_unlock_is_caught() {
-    let f = Faults {
-        kick_after_unlock: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("F5 (kick after the VM lock)", Scenario::VcpuFree, f);
-    assert!(msg.contains("the kick reaches vcpu0, which is freed"));
-}
-
-#[test]
-fn mutant_f7_sticky_hw_is_caught() {
-    let f = Faults {
-        sticky_hw: true,
-        ..Faults::default()
-    };
-    let msg = must_catch("F7 (hw_in_use sticky)", Scenario::OwnPagesBoth, f);
-    assert!(msg.contains("kicks vcpu0, which has no page mapped"));
+        lenient(NONBLOCK_EAGAIN_AT_ONCE), Scenario::OomReaper =>
+            |m| m.contains("use-after-free");
+    }
+    mutant_f3_request_after_walk_is_caught {
+        "F3 (request after the walk)", REQUEST_AFTER_WALK, Scenario::OwnPages =>
+            |m| m.contains("get() returned NULL") && m.contains("no reload request pending");
+    }
+    mutant_f5_kick_after_unlock_is_caught {
+        "F5 (kick after the VM lock)", KICK_AFTER_UNLOCK, Scenario::VcpuFree =>
+            |m| m.contains("the kick reaches vcpu0, which is freed");
+    }
+    mutant_f7_sticky_hw_is_caught {
+        "F7 (hw_in_use sticky)", STICKY_HW, Scenario::OwnPagesBoth =>
+            |m| m.contains("kicks vcpu0, which has no page mapped");
+    }
 }
 
 /// Not a mutant the checker must catch: with the kick and its wait under
@@ -1144,50 +1052,14 @@ fn mutant_f7_sticky_hw_is_caught() {
 fn kick_only_if_was_valid_is_safe_under_the_vm_lock() {
     let f = Faults {
         kick_only_if_was_valid: true,
-        ..Faults::default()
+        ..NONE
     };
     for s in SCENARIOS {
-        if let Err((v, _)) = explore(build(s, f)) {
-            panic!("{s:?}: {}\n  {}", v.msg, v.trace.join("\n  "));
-        }
+        common::must_hold(s, build(s, f));
     }
 }
 
 #[test]
 fn every_mutant_breaks_some_scenario() {
-    let mutants = [
-        Faults {
-            kick_vcpu0: true,
-            ..Faults::default()
-        },
-        Faults {
-            nonblock_eagain: true,
-            ..Faults::default()
-        },
-        Faults {
-            nonblock_eagain_at_once: true,
-            ..Faults::default()
-        },
-        Faults {
-            request_after_walk: true,
-            ..Faults::default()
-        },
-        Faults {
-            sticky_hw: true,
-            ..Faults::default()
-        },
-        Faults {
-            kick_after_unlock: true,
-            ..Faults::default()
-        },
-    ];
-    for f in mutants {
-        let caught: Vec<Scenario> = SCENARIOS
-            .iter()
-            .copied()
-            .filter(|&s| explore(build(s, f)).is_err())
-            .collect();
-        println!("{f:?}: caught by {caught:?}");
-        assert!(!caught.is_empty(), "{f:?} survived every scenario");
-    }
+    common::every_mutant_breaks_some_scenario(&MUTANTS, &SCENARIOS, build);
 }
