@@ -277,11 +277,7 @@ impl CacheVm {
         let mut nr_vcpus = 0;
         for v in vm.vcpus.iter().flatten() {
             nr_vcpus += 1;
-            for slot in v.slots.iter() {
-                let s = slot.read();
-                add_stats(&mut total, s.state.stats());
-                memunmaps += s.memunmaps;
-            }
+            memunmaps += v.add_stats(&mut total);
         }
         let values = [
             total.hits,
@@ -309,9 +305,7 @@ impl CacheVm {
             return false;
         };
         let mut total = Stats::default();
-        for slot in v.slots.iter() {
-            add_stats(&mut total, slot.read().state.stats());
-        }
+        v.add_stats(&mut total);
         let values = [
             u64::from(v.vcpu.idx()),
             v.kicks.load(Ordering::Relaxed),
@@ -356,6 +350,18 @@ impl CacheVm {
 }
 
 impl VcpuCaches {
+    /// Adds the statistics of this vCPU's caches to `total`; returns their
+    /// `memunmap()` count.
+    fn add_stats(&self, total: &mut Stats) -> u64 {
+        let mut memunmaps = 0;
+        for slot in self.slots.iter() {
+            let s = slot.read();
+            add_stats(total, s.state.stats());
+            memunmaps += s.memunmaps;
+        }
+        memunmaps
+    }
+
     /// Undoes a kernel mapping the cache of `kind` no longer serves, and
     /// counts it if it was a `memunmap()`. The cache holds no page reference
     /// of its own. May sleep; call with no lock held.
@@ -408,10 +414,6 @@ impl CacheVcpu {
     /// `put()`.
     pub(crate) fn slot(&self, kind: PageKind) -> &RwLock<Slot> {
         &self.caches.slots[ffi::kind_index(kind)]
-    }
-
-    fn release(&self, kind: PageKind, r: &Resolved) {
-        self.caches.release(kind, r);
     }
 
     /// `map()`: serve `gfn` from the cache, refreshing it if needed. May
@@ -486,7 +488,7 @@ impl CacheVcpu {
                     // Otherwise the reference from `resolve` is KVM's until
                     // `unmap()`.
                     if let Some(old) = old {
-                        self.release(kind, &old);
+                        self.caches.release(kind, &old);
                     }
                     self.set_gfn(kind, gfn);
                     map.fill(new.kaddr(), new.pfn(), gfn);
@@ -494,12 +496,12 @@ impl CacheVcpu {
                 }
                 Commit::Retry { discard } => {
                     new.put_ref(false);
-                    self.release(kind, &discard);
+                    self.caches.release(kind, &discard);
                     ffi::cond_resched();
                 }
                 Commit::Stale { discard } => {
                     new.put_ref(false);
-                    self.release(kind, &discard);
+                    self.caches.release(kind, &discard);
                     return Err(EAGAIN);
                 }
             }
@@ -528,7 +530,7 @@ impl CacheVcpu {
                     s.state.take_invalid_alias()
                 };
                 if let Some(r) = alias {
-                    self.release(kind, &r);
+                    self.caches.release(kind, &r);
                 }
             }
         } else {
@@ -546,7 +548,7 @@ impl CacheVcpu {
                 old
             };
             if let Some(r) = old {
-                self.release(kind, &r);
+                self.caches.release(kind, &r);
             }
         }
     }
@@ -584,7 +586,7 @@ impl Drop for CacheVcpu {
         }
         for (kind, r) in PageKind::ALL.iter().zip(old.iter()) {
             if let Some(r) = r {
-                self.release(*kind, r);
+                self.caches.release(*kind, r);
             }
         }
     }
