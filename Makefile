@@ -7,7 +7,7 @@
 .NOTPARALLEL:
 .PHONY: all demo test setup kernel module selftests harness image \
 	check-harness check-model smoke bochs-test harness-selfcheck cache-selfcheck \
-	bochs-smp bochs-debug clean-results
+	bochs-smp bochs-earlycheck bochs-debug clean-results
 
 export NVMX_T0 := $(shell date +%s)
 S := scripts
@@ -74,6 +74,12 @@ bochs-test: image harness
 bochs-smp: image harness
 	@$(S)/run-emulator.sh bochs --plan dev --phases stock,cache --cpus 2 --name bochs-smp
 
+# kvm_intel.nested_early_check=1: every nested VM-entry goes through the
+# hardware first; the early-failing VM-entries must leave nothing mapped.
+bochs-earlycheck: image harness
+	@$(S)/run-emulator.sh bochs --plan earlycheck --phases stock,passthrough,cache \
+		--append kvm_intel.nested_early_check=1 --name bochs-earlycheck
+
 # The memory-debugging kernel (config/debug.fragment: KASAN, lockdep,
 # atomic-sleep checks, kmemleak; a clang build, because 6.12 allows Rust with
 # KASAN only there): the page-cache tests with the module.  Any KASAN,
@@ -88,7 +94,7 @@ demo: image harness
 	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
 
 test: check-harness check-model smoke harness-selfcheck bochs-test bochs-smp \
-	cache-selfcheck bochs-debug
+	bochs-earlycheck cache-selfcheck bochs-debug
 	@echo "make test: all stages passed"
 
 clean-results:

@@ -12,6 +12,8 @@
 #     --only T1,T2             run only these tests of the plan
 #     --name NAME              results directory name (default: emulator-plan)
 #     --cpus N                 emulated CPUs (default 1)
+#     --append "WORDS"         extra kernel parameters, e.g.
+#                              kvm_intel.nested_early_check=1
 #     --total/--test/--silence SECONDS   host wall-time limits
 #
 # Bochs 2.7 emulates VMX (the nested tests run there); QEMU TCG does not and
@@ -21,7 +23,7 @@
 
 EMU=${1:-}
 shift || true
-PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=() CPUS=1 ONLY=
+PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=() CPUS=1 ONLY= APPEND=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--plan) PLAN=$2; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
 	--modargs) MODARGS=$2; shift 2 ;;
 	--name) NAME=$2; shift 2 ;;
 	--cpus) CPUS=$2; shift 2 ;;
+	--append) APPEND=$2; shift 2 ;;
 	--total|--test|--silence) LIMITS+=("$1" "$2"); shift 2 ;;
 	*) die "unknown option $1" ;;
 	esac
@@ -49,6 +52,7 @@ ARGS+=" PLAN=$PLAN PHASES=$PHASES"
 [ -n "$INJECT" ] && ARGS+=" INJECT=$INJECT"
 [ -n "$ONLY" ] && ARGS+=" ONLY=$ONLY"
 [ -n "${MODARGS:-}" ] && ARGS+=" MODARGS=${MODARGS//,/+}"
+[ -n "$APPEND" ] && ARGS+=" $APPEND"
 
 case $EMU in
 bochs)

@@ -76,7 +76,7 @@ static inline void *nvmx_add_devmem_slot(struct kvm_vm *vm, uint32_t slot,
 static inline int nvmx_kernel_aliases(uint64_t phys, uint64_t size, char *first,
 				      size_t len)
 {
-	unsigned long long start, end, pa;
+	unsigned long long start, end, size_b, pa;
 	char line[512], *p;
 	int n = 0;
 	FILE *f;
@@ -85,10 +85,14 @@ static inline int nvmx_kernel_aliases(uint64_t phys, uint64_t size, char *first,
 	TEST_ASSERT(f, "cannot open /proc/vmallocinfo: %s", strerror(errno));
 	while (fgets(line, sizeof(line), f)) {
 		p = strstr(line, "phys=");
-		if (!p || sscanf(line, "%llx-%llx", &start, &end) != 2 ||
+		/*
+		 * The addresses may be hashed (%pK): the extent is the size
+		 * column, which includes the guard page.
+		 */
+		if (!p || sscanf(line, "%llx-%llx %llu", &start, &end, &size_b) != 3 ||
 		    sscanf(p, "phys=%llx", &pa) != 1)
 			continue;
-		if (pa < phys + size && phys < pa + (end - start)) {
+		if (pa < phys + size && phys < pa + size_b) {
 			if (!n++)
 				snprintf(first, len, "%s", line);
 		}

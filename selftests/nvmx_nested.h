@@ -304,6 +304,71 @@ static inline void nvmx_l1_enable_pages(void)
 	}
 }
 
+/* VM-instruction error 7: VM entry with invalid control field(s). */
+#define NVMX_VMXERR_ENTRY_INVALID_CONTROL	7
+
+/*
+ * Set by the host: the number of VMLAUNCHes nvmx_l1_early_vmfails() makes
+ * fail before L1 enters L2 for real.
+ */
+static uint64_t nvmx_early_vmfails;
+/* Set by the host: after them, L1 stops (GUEST_DONE) without entering L2. */
+static uint64_t nvmx_early_vmfails_only;
+
+/*
+ * L1: make nvmx_early_vmfails VMLAUNCHes that only the processor refuses.
+ * With TPR shadow and without APIC-access virtualization, bits 3:0 of the
+ * TPR threshold must not exceed VTPR[7:4]; KVM does not check this (it
+ * would have to read the virtual-APIC page) and leaves it to the hardware.
+ * With kvm_intel.nested_early_check=1 that is the early hardware VM-entry,
+ * which runs after the pages were mapped for vmcs02; without it, the late
+ * VM-Fail of the real VM-entry.  L1 sees a VM-Fail with error 7 either way.
+ * VTPR, the TPR threshold and the secondary controls are restored.
+ */
+static inline void nvmx_l1_early_vmfails(void)
+{
+	struct nvmx_shared *sh = nvmx_sh;
+	volatile uint32_t *vtpr;
+	uint32_t sec = 0, saved;
+	uint64_t i, err;
+
+	if (!nvmx_early_vmfails)
+		return;
+	GUEST_ASSERT(sh->use & NVMX_USE_VAPIC);
+	vtpr = (uint32_t *)(sh->page_gpa[NVMX_PG_VAPIC] + NVMX_APIC_TPR);
+	saved = *vtpr;
+	*vtpr = 0;
+	if (sh->use & NVMX_USE_APIC_ACCESS) {
+		sec = vmreadz(SECONDARY_VM_EXEC_CONTROL);
+		GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL,
+				      sec & ~SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES));
+	}
+	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0xf));
+	for (i = 0; i < nvmx_early_vmfails; i++) {
+		__GUEST_ASSERT(vmlaunch(),
+			       "VMLAUNCH %lu with TPR threshold 15 > VTPR[7:4] 0 entered L2", i);
+		err = vmreadz(VM_INSTRUCTION_ERROR);
+		__GUEST_ASSERT(err == NVMX_VMXERR_ENTRY_INVALID_CONTROL,
+			       "VMLAUNCH %lu: VM-instruction error %lu, want %u", i, err,
+			       NVMX_VMXERR_ENTRY_INVALID_CONTROL);
+	}
+	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
+	if (sh->use & NVMX_USE_APIC_ACCESS)
+		GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, sec));
+	*vtpr = saved;
+}
+
+/* Host: is KVM's early hardware check of nested VM-entries on? */
+static inline bool nvmx_early_check_on(void)
+{
+	FILE *f = fopen("/sys/module/kvm_intel/parameters/nested_early_check", "r");
+	int c = f ? fgetc(f) : EOF;
+
+	if (f)
+		fclose(f);
+	return c == 'Y' || c == '1';
+}
+
 static inline void nvmx_l1_skip(uint64_t len)
 {
 	GUEST_ASSERT(!vmwrite(GUEST_RIP, vmreadz(GUEST_RIP) + len));
@@ -383,6 +448,9 @@ static inline void nvmx_l1_main(struct vmx_pages *vmx, struct hyperv_test_pages 
 		GUEST_ASSERT(load_vmcs(vmx));
 	prepare_vmcs(vmx, l2_code, l2_stack_top);
 	nvmx_l1_enable_pages();
+	nvmx_l1_early_vmfails();
+	if (nvmx_early_vmfails_only)
+		GUEST_DONE();
 
 	GUEST_ASSERT(!vmlaunch());
 	while (running) {

@@ -21,6 +21,15 @@
  * caches' hw_in_use flag after the vCPU left L2, so every cycle kicks the
  * vCPU: "reloads" grows by about 2 per cycle (FAIL), and it has no
  * vcpu<i>_kicks lines (SKIP).
+ *
+ * -m earlyfail needs kvm_intel.nested_early_check=1 (it skips otherwise):
+ * L1 never enters L2.  Its VMLAUNCHes fail in KVM's early hardware check
+ * (nvmx_l1_early_vmfails(): a TPR threshold above VTPR), which runs after
+ * the pages were mapped for vmcs02, and L1 stays in VMX root operation.
+ * The first check is that every VMLAUNCH VM-Failed; the mprotect cycles
+ * and the statistics checks follow as above.  A kernel that leaves the
+ * pages mapped on that VM-Fail leaves the cache in use by the hardware:
+ * the cycles kick the vCPU and reload (FAIL).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,12 +43,15 @@
 
 #include "kselftest.h"
 
-enum mode { MODE_VMXOFF, MODE_L1, NR_MODES };
+enum mode { MODE_VMXOFF, MODE_L1, MODE_EARLYFAIL, NR_MODES };
 
 static const char *const mode_names[] = {
 	[MODE_VMXOFF] = "vmxoff",
 	[MODE_L1] = "l1",
+	[MODE_EARLYFAIL] = "earlyfail",
 };
+
+#define EARLY_VMFAILS	3
 
 #define START_VTPR	0x50
 #define SYNC_L1		20
@@ -68,6 +80,11 @@ static void l1_guest_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
 	GUEST_ASSERT(load_vmcs(vmx));
 	prepare_vmcs(vmx, l2_guest_code, &l2_stack[NVMX_L2_STACK_SIZE]);
 	nvmx_l1_enable_pages();
+	if (nvmx_early_vmfails) {
+		nvmx_l1_early_vmfails();
+		for (i = 0;; i++)
+			GUEST_SYNC_ARGS(SYNC_L1, i, nvmx_early_vmfails, 0, 0);
+	}
 	GUEST_ASSERT(!vmlaunch());
 	reason = vmreadz(VM_EXIT_REASON);
 	__GUEST_ASSERT(reason == EXIT_REASON_VMCALL,
@@ -99,12 +116,19 @@ static void run(enum mode mode, uint64_t cycles)
 	nvmx_create_vm(&vm, &vcpu, l1_guest_code, NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC);
 	l1_do_vmxoff = mode == MODE_VMXOFF;
 	sync_global_to_guest(vm, l1_do_vmxoff);
+	nvmx_early_vmfails = mode == MODE_EARLYFAIL ? EARLY_VMFAILS : 0;
+	sync_global_to_guest(vm, nvmx_early_vmfails);
 	*nvmx_vtpr_hva(vm) = START_VTPR;
 	vapic = nvmx_page_hva(vm, NVMX_PG_VAPIC);
 	stats = nvmx_stats_find(path, sizeof(path));
 
 	run_to_l1_sync(vcpu, 0, &uc);
-	if (uc.args[3] == START_VTPR >> 4)
+	if (mode == MODE_EARLYFAIL)
+		/* L1 asserted each VM-Fail and its error; it got here. */
+		ksft_test_result(uc.args[3] == EARLY_VMFAILS,
+				 "%s: %lu VMLAUNCHes VM-Failed in the early hardware check\n",
+				 mode_names[mode], uc.args[3]);
+	else if (uc.args[3] == START_VTPR >> 4)
 		ksft_test_result_pass("%s: L2 ran with the virtual-APIC page (CR8 %lu)\n",
 				      mode_names[mode], uc.args[3]);
 	else
@@ -161,7 +185,7 @@ out:
 
 int main(int argc, char *argv[])
 {
-	int opt, m, first = 0, last = NR_MODES - 1;
+	int opt, m, first = 0, last = MODE_L1;
 	uint64_t cycles = 200;
 
 	while ((opt = getopt(argc, argv, "m:n:h")) != -1) {
@@ -186,12 +210,16 @@ int main(int argc, char *argv[])
 
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
+	if (last == MODE_EARLYFAIL)
+		TEST_REQUIRE(nvmx_early_check_on());
+	else if (last == MODE_L1 && first == 0 && nvmx_early_check_on())
+		last = MODE_EARLYFAIL;	/* "all" */
 	ksft_set_plan(3 * (last - first + 1));
 	for (m = first; m <= last; m++)
 		run(m, cycles);
 	ksft_finished();
 
 usage:
-	printf("usage: %s [-m vmxoff|l1|all] [-n mprotect cycles]\n", argv[0]);
+	printf("usage: %s [-m vmxoff|l1|earlyfail|all] [-n mprotect cycles]\n", argv[0]);
 	return KSFT_FAIL;
 }
