@@ -6,7 +6,7 @@
 
 .NOTPARALLEL:
 .PHONY: all demo test setup kernel module selftests harness image \
-	check-harness check-model smoke bochs-test harness-selfcheck cache-selfcheck \
+	check-harness check-model check-style smoke bochs-test harness-selfcheck cache-selfcheck \
 	bochs-smp bochs-earlycheck bochs-debug clean-results
 
 export NVMX_T0 := $(shell date +%s)
@@ -46,6 +46,10 @@ check-harness:
 
 # The cache state machine (rust/cache/state.rs) in userspace: formatting,
 # Clippy, unit tests and the exhaustive interleaving model check (~30 s).
+# shellcheck on the scripts, checkpatch --strict on the patch files.
+check-style: kernel
+	@$(S)/check-style.sh
+
 check-model:
 	@echo ">> rust/cache/model: cargo fmt --check, clippy -D warnings, cargo test"
 	@cargo fmt --manifest-path rust/cache/model/Cargo.toml -- --check
@@ -85,16 +89,20 @@ bochs-earlycheck: image harness
 # KASAN only there): the page-cache tests with the module.  Any KASAN,
 # lockdep, atomic-sleep or kmemleak report fails the run (guest/init's
 # dmesg-clean and kmemleak-clean).  Its own build trees, keyed on the
-# fragments (scripts/lib.sh).
+# fragments (scripts/lib.sh).  A second boot, on 2 CPUs, runs VM teardown
+# under invalidations with the test bed's nvmx_widen.ko holding each freed
+# vCPU in kvm->vcpu_array for 20 ms (guest/plans/widen.plan).
 bochs-debug: harness
 	@NVMX_DEBUG=1 $(MAKE) --no-print-directory image
 	@NVMX_DEBUG=1 $(S)/run-emulator.sh bochs --plan dev --phases cache --name bochs-debug
+	@NVMX_DEBUG=1 $(S)/run-emulator.sh bochs --plan widen --phases cache --cpus 2 \
+		--name bochs-debug-widen
 
 demo: image harness
 	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
 
-test: check-harness check-model smoke harness-selfcheck bochs-test bochs-smp \
-	bochs-earlycheck cache-selfcheck bochs-debug
+test: check-harness check-model check-style smoke harness-selfcheck bochs-test \
+	bochs-smp bochs-earlycheck cache-selfcheck bochs-debug
 	@echo "make test: all stages passed"
 
 clean-results:

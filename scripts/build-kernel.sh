@@ -24,7 +24,7 @@ apply_patches() {
 		return 0
 	fi
 	local -a patches=()
-	mapfile -t patches < <(ls "$NVMX_ROOT"/patches/*.patch 2>/dev/null | sort)
+	mapfile -t patches < <(series_patches)
 	log "patch series changed ($have -> $want): ${#patches[@]} patches"
 
 	# Restore every file the previous or the new series touches.

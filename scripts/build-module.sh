@@ -36,3 +36,31 @@ step "module build with test knobs" build "$OUT/module-knobs" NVMX_TEST_KNOBS=1
 if modinfo -p "$OUT/module/nvmx_gpc.ko" | grep -q '^break_'; then
 	die "the default build has test-only parameters: $(modinfo -p "$OUT/module/nvmx_gpc.ko" | grep '^break_' | tr '\n' ' ')"
 fi
+
+# The layout a user builds from: the top-level Kbuild, make -C <kernel
+# build> M=<copy of the repository root>.
+build_from_root() {
+	local dir=$OUT/from-root
+	mkdir -p "$dir"
+	rsync -a --delete --exclude target/ --exclude model/ --exclude '*_gen.rs' \
+		"$NVMX_ROOT/Kbuild" "$NVMX_ROOT/rust" "$NVMX_ROOT/include" "$dir/"
+	make -s -C "$KOBJ" M="$dir" "${RUST_VARS[@]}" modules || return 1
+	ls -l "$dir/rust/nvmx_gpc.ko" >&2
+}
+step "module build from the top-level Kbuild" build_from_root
+
+# The test bed's own module (guest/widen/, not part of nvmx_gpc.ko): it
+# widens a race window inside KVM with kprobes, so only kernels with
+# CONFIG_KPROBES (the debug kernel, config/debug.fragment) get it.
+build_widen() {
+	local dir=$OUT/widen
+	mkdir -p "$dir"
+	rsync -a "$NVMX_ROOT/guest/widen/" "$dir/"
+	make -s -C "$KOBJ" M="$dir" "${RUST_VARS[@]}" KCFLAGS=-Werror modules || return 1
+	ls -l "$dir/nvmx_widen.ko" >&2
+}
+if grep -q '^CONFIG_KPROBES=y' "$KOBJ/.config"; then
+	step "test-bed module nvmx_widen (kprobes)" build_widen
+else
+	rm -rf "$OUT/widen"
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Check that the patch series is bisectable: apply patches/*.patch one at a
+# Check that the patch series is bisectable: apply the patches of patches/ (not the cover letter) one at a
 # time to a separate source tree and build vmlinux after each one, with the
 # same configuration and KCFLAGS=-Werror as build-kernel.sh.
 #
@@ -44,7 +44,7 @@ build_vmlinux() {
 }
 
 mkdir -p "$NVMX_CACHE"
-mapfile -t PATCHES < <(ls "$NVMX_ROOT"/patches/*.patch 2>/dev/null | sort)
+mapfile -t PATCHES < <(series_patches)
 [ ${#PATCHES[@]} -gt 0 ] || die "no patches in $NVMX_ROOT/patches"
 
 if [ ! -d "$KSRC_PRISTINE" ]; then

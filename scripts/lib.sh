@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # settings used by the scripts that source this
 # Shared settings and helpers for the nvmx-gpc build and run scripts.
 # Sourced, never executed.
 
@@ -35,7 +37,7 @@ RUST_VARS=(RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc HOSTRUSTC=/usr/bin/rust
 # KASAN, which Rust supports only in a clang build; its module must be
 # built with the same compiler.
 if [ "${NVMX_DEBUG:-0}" = 1 ]; then
-	RUST_VARS+=(LLVM=-$LLVM_VER)
+	RUST_VARS+=("LLVM=-$LLVM_VER")
 fi
 
 NVMX_T0=${NVMX_T0:-$(date +%s)}
@@ -77,10 +79,18 @@ config_key() {
 	} | sha256sum | cut -c1-12
 }
 
+# series_patches: the patches of the series in order, one per line; the
+# cover letter (0000-cover-letter.patch) is not one of them.
+series_patches() {
+	local p
+	for p in "$NVMX_ROOT"/patches/[0-9][0-9][0-9][0-9]-*.patch; do
+		[ -f "$p" ] && [ "${p##*/}" != 0000-cover-letter.patch ] && echo "$p"
+	done
+	return 0
+}
+
 patches_key() {
-	# shellcheck disable=SC2012
-	{ ls "$NVMX_ROOT"/patches/*.patch 2>/dev/null | sort | xargs -r cat; } |
-		sha256sum | cut -c1-12
+	series_patches | xargs -r cat | sha256sum | cut -c1-12
 }
 
 KEY=$(config_key)

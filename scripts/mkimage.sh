@@ -23,6 +23,10 @@ initramfs() {
 	# The build with the test-only break_* parameters, for MODARGS runs.
 	mkdir -p "$root/mods/knobs"
 	cp "$OUT/module-knobs/nvmx_gpc.ko" "$root/mods/knobs/nvmx_gpc.ko"
+	# The test bed's race-widening module, on kernels with kprobes.
+	if [ -f "$OUT/widen/nvmx_widen.ko" ]; then
+		cp "$OUT/widen/nvmx_widen.ko" "$root/mods/nvmx_widen.ko"
+	fi
 	local t
 	while read -r t; do
 		strip -o "$root/tests/$t" "$OUT/selftests/x86_64/$t"

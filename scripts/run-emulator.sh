@@ -23,7 +23,7 @@
 
 EMU=${1:-}
 shift || true
-PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT= NAME= LIMITS=() CPUS=1 ONLY= APPEND=
+PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT='' NAME='' LIMITS=() CPUS=1 ONLY='' APPEND=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--plan) PLAN=$2; shift 2 ;;

@@ -31,8 +31,15 @@
  * checks that destruction under invalidations works and that every L2 saw
  * a current page.
  *
+ * With the test bed's nvmx_widen module loaded (debug kernel, make
+ * bochs-debug's 2-CPU boot, guest/plans/widen.plan), every vCPU stays in
+ * kvm->vcpu_array for delay_us after it was freed; the test then also
+ * requires that some window was really widened (the module's hits).
+ *
  * Expected on stock KVM: pass.  The old nvmx_gpc module (4e10b0e): pass
- * unless the race hits (then a KASAN report or an oops).
+ * unless the race hits (then a KASAN report or an oops); with nvmx_widen
+ * and a 20 ms delay between choosing and sending its kicks, a KASAN
+ * use-after-free in kvm_make_vcpus_request_mask().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +58,7 @@
 
 #define NR_VCPUS	2
 #define SLOT_SIZE	(NVMX_NR_PAGES * 4096ul)
+#define WIDEN_HITS	"/sys/module/nvmx_widen/parameters/hits"
 
 static const char *const bad_log[] = {
 	"BUG", "WARNING", "KASAN", "general protection", "Oops",
@@ -146,14 +154,28 @@ static bool one_vm(uint64_t i, uint8_t *buf, struct toggler *t, uint64_t *overla
 	return ok;
 }
 
+/* The nvmx_widen module's count of widened windows; false if not loaded. */
+static bool widen_hits(uint64_t *hits)
+{
+	FILE *f = fopen(WIDEN_HITS, "r");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fscanf(f, "%lu", hits) == 1;
+	fclose(f);
+	return ok;
+}
+
 int main(int argc, char *argv[])
 {
-	uint64_t n = 20, i, overlap = 0, stale = 0;
+	uint64_t n = 20, i, overlap = 0, stale = 0, hits0 = 0, hits1 = 0;
 	char why[256] = "", first[256] = "";
 	struct toggler t = {};
 	pthread_t thr;
 	uint8_t *buf;
 	struct nvmx_klog klog;
+	bool widen;
 	int opt;
 
 	while ((opt = getopt(argc, argv, "n:h")) != -1) {
@@ -166,7 +188,8 @@ int main(int argc, char *argv[])
 
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
-	ksft_set_plan(3);
+	widen = widen_hits(&hits0);
+	ksft_set_plan(widen ? 4 : 3);
 	nvmx_klog_start(&klog);
 	printf("# %ld CPUs online\n", sysconf(_SC_NPROCESSORS_ONLN));
 
@@ -203,6 +226,15 @@ int main(int argc, char *argv[])
 				      overlap, n);
 	else
 		ksft_test_result_skip("no destruction overlapped with an invalidation (one emulated CPU?)\n");
+
+	if (widen) {
+		TEST_ASSERT(widen_hits(&hits1), "nvmx_widen went away");
+		if (hits1 > hits0)
+			ksft_test_result_pass("nvmx_widen: %lu vCPU-free windows widened\n",
+					      hits1 - hits0);
+		else
+			ksft_test_result_fail("nvmx_widen is loaded but widened no window (kvm_destroy_vcpus() not probed?)\n");
+	}
 
 	munmap(buf, SLOT_SIZE);
 	ksft_finished();
