@@ -49,13 +49,13 @@ build_from_root() {
 }
 step "module build from the top-level Kbuild" build_from_root
 
-# The test bed's own module (guest/widen/, not part of nvmx_gpc.ko): it
+# The test bed's own module (testbed/widen/, not part of nvmx_gpc.ko): it
 # widens a race window inside KVM with kprobes, so only kernels with
-# CONFIG_KPROBES (the debug kernel, config/debug.fragment) get it.
+# CONFIG_KPROBES (the debug kernel, testbed/config/debug.fragment) get it.
 build_widen() {
 	local dir=$OUT/widen
 	mkdir -p "$dir"
-	rsync -a "$NVMX_ROOT/guest/widen/" "$dir/"
+	rsync -a "$NVMX_ROOT/testbed/widen/" "$dir/"
 	make -s -C "$KOBJ" M="$dir" "${RUST_VARS[@]}" KCFLAGS=-Werror modules || return 1
 	ls -l "$dir/nvmx_widen.ko" >&2
 }

@@ -7,7 +7,7 @@
 
 [ -x "$KSRC/scripts/checkpatch.pl" ] || die "no patched source in $KSRC; run make kernel first"
 
-shell_files=("$NVMX_ROOT"/scripts/*.sh "$NVMX_ROOT/guest/init" "$NVMX_ROOT/.ci/run")
+shell_files=("$NVMX_ROOT"/scripts/*.sh "$NVMX_ROOT/testbed/init" "$NVMX_ROOT/.ci/run")
 step "shellcheck (${#shell_files[@]} files)" shellcheck -x -P "$NVMX_ROOT/scripts" "${shell_files[@]}"
 
 # checkpatch [-f] FILE...: silent and 0 when every file is clean.  Run from
@@ -38,4 +38,4 @@ checkpatch() {
 }
 mapfile -t series < <(series_patches)
 step "checkpatch --strict (${#series[@]} patches)" checkpatch "${series[@]}"
-step "checkpatch --strict -f (test-bed module)" checkpatch -f "$NVMX_ROOT/guest/widen/nvmx_widen.c"
+step "checkpatch --strict -f (test-bed module)" checkpatch -f "$NVMX_ROOT/testbed/widen/nvmx_widen.c"

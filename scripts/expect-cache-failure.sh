@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
-# Prove that the page-cache tests can fail: run them (guest/plans/dev.plan)
+# Prove that the page-cache tests can fail: run them (testbed/plans/dev.plan)
 # in Bochs against deliberately broken caches, selected by the module's
 # test-only parameters, and require each breakage to be caught by the tests
 # that are meant to catch it.

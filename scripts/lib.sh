@@ -33,7 +33,7 @@ export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VER/lib
 # first on PATH has no rust-src and a different rustc version.
 RUST_VARS=(RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc HOSTRUSTC=/usr/bin/rustc
 	BINDGEN="$BINDGEN" CLIPPY_DRIVER=/usr/bin/clippy-driver)
-# The memory-debugging kernel (NVMX_DEBUG=1, config/debug.fragment) has
+# The memory-debugging kernel (NVMX_DEBUG=1, testbed/config/debug.fragment) has
 # KASAN, which Rust supports only in a clang build; its module must be
 # built with the same compiler.
 if [ "${NVMX_DEBUG:-0}" = 1 ]; then
@@ -72,9 +72,9 @@ step() {
 config_key() {
 	{
 		echo "$KVER $LINUX_SOURCE_VER rustc=$RUSTC_WEB_VER bindgen=$BINDGEN_VER"
-		cat "$NVMX_ROOT/config/kernel.fragment"
+		cat "$NVMX_ROOT/testbed/config/kernel.fragment"
 		if [ "${NVMX_DEBUG:-0}" = 1 ]; then
-			cat "$NVMX_ROOT/config/debug.fragment"
+			cat "$NVMX_ROOT/testbed/config/debug.fragment"
 		fi
 	} | sha256sum | cut -c1-12
 }
@@ -122,8 +122,8 @@ touched_files() {
 
 # configure_kernel: tinyconfig plus the fragments into $KOBJ, once per $KOBJ.
 configure_kernel() {
-	local frag=("$NVMX_ROOT/config/kernel.fragment")
-	[ "${NVMX_DEBUG:-0}" = 1 ] && frag+=("$NVMX_ROOT/config/debug.fragment")
+	local frag=("$NVMX_ROOT/testbed/config/kernel.fragment")
+	[ "${NVMX_DEBUG:-0}" = 1 ] && frag+=("$NVMX_ROOT/testbed/config/debug.fragment")
 	if [ -f "$KOBJ/.config" ] && [ -f "$KOBJ/.nvmx-configured" ]; then
 		return 0
 	fi

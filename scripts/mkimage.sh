@@ -17,8 +17,8 @@ initramfs() {
 	mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,mods,tests,plans}
 	cp /bin/busybox "$root/bin/busybox"
 	ln -s busybox "$root/bin/sh"
-	cp "$NVMX_ROOT/guest/init" "$root/init"
-	cp "$NVMX_ROOT"/guest/plans/*.plan "$root/plans/"
+	cp "$NVMX_ROOT/testbed/init" "$root/init"
+	cp "$NVMX_ROOT"/testbed/plans/*.plan "$root/plans/"
 	cp "${NVMX_MODULE_KO:-$OUT/module/nvmx_gpc.ko}" "$root/mods/nvmx_gpc.ko"
 	# The build with the test-only break_* parameters, for MODARGS runs.
 	mkdir -p "$root/mods/knobs"

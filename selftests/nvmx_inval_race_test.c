@@ -75,7 +75,7 @@ static const char *const mode_names[] = {
 
 NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_park_or_race)
 
-static const char *const page_names[NVMX_NR_PAGES] = {
+static const char *const page_names[NVMX_SLOT_PAGES] = {
 	[NVMX_PG_MSR_BITMAP] = "MSR bitmap",
 	[NVMX_PG_APIC_ACCESS] = "APIC-access page",
 	[NVMX_PG_VAPIC] = "virtual-APIC page",
@@ -87,7 +87,7 @@ static int migrate_pages_of_slot(struct kvm_vm *vm, char *why, size_t len)
 	int pg, ret, stuck = 0;
 
 	why[0] = 0;
-	for (pg = 0; pg < NVMX_NR_PAGES; pg++) {
+	for (pg = 0; pg < NVMX_SLOT_PAGES; pg++) {
 		void *hva = nvmx_page_hva(vm, pg);
 		uint64_t before = nvmx_hva_to_pfn(hva), after;
 
@@ -114,7 +114,7 @@ static int run_deterministic(enum mode mode)
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
 	char path[PATH_MAX], why[256];
-	size_t size = NVMX_NR_PAGES * getpagesize();
+	size_t size = NVMX_SLOT_PAGES * getpagesize();
 	void *slot;
 	bool stats;
 	int fails = 0, stuck = 0;

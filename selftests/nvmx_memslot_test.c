@@ -182,8 +182,8 @@ static void run_mode(enum mode mode)
 	case MODE_RECREATE:
 		vm_mem_region_delete(vm, NVMX_PAGES_SLOT);
 		vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, NVMX_PAGES_GPA,
-					    NVMX_PAGES_SLOT, NVMX_NR_PAGES, 0);
-		madvise(nvmx_page_hva(vm, 0), NVMX_NR_PAGES * getpagesize(),
+					    NVMX_PAGES_SLOT, NVMX_SLOT_PAGES, 0);
+		madvise(nvmx_page_hva(vm, 0), NVMX_SLOT_PAGES * getpagesize(),
 			MADV_NOHUGEPAGE);
 		new_pages(vm);
 		break;

@@ -28,7 +28,7 @@
  * in vmcs12) and tells the compiler the rest are clobbered.
  *
  * Several vCPUs (nvmx_create_vm_vcpus()): each vCPU has its own shared page
- * and its own block of NVMX_NR_PAGES pages in the page slot (vCPU i's block
+ * and its own block of NVMX_SLOT_PAGES pages in the page slot (vCPU i's block
  * at nvmx_vcpu_pages_gpa(i)).  The guest finds its shared page by its stack:
  * the host records each vCPU's stack range (the selftest library gives every
  * vCPU a stack of its own) in nvmx_vcpu_tab[], and nvmx_sh is the entry
@@ -46,6 +46,7 @@
 #define SELFTEST_NVMX_NESTED_H
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
@@ -63,9 +64,15 @@
 
 #define NVMX_PAGES_GPA		0xc0000000ul
 #define NVMX_PAGES_SLOT		10
-#define NVMX_NR_PAGES		4
+#define NVMX_SLOT_PAGES		4
 
-enum nvmx_page {
+/*
+ * The pages of the test slot, in GPA order (per vCPU: a block of
+ * NVMX_SLOT_PAGES).  Not the provider's page kinds: those are enum
+ * nvmx_page in include/nvmx_gpc_shim.h (enum kvm_nvmx_page in KVM), of
+ * which the tests use three.
+ */
+enum nvmx_slot_page {
 	NVMX_PG_MSR_BITMAP,
 	NVMX_PG_APIC_ACCESS,
 	NVMX_PG_VAPIC,
@@ -112,7 +119,7 @@ enum nvmx_cmd {
 struct nvmx_shared {
 	/* Set by the host. */
 	uint64_t use;
-	uint64_t page_gpa[NVMX_NR_PAGES];
+	uint64_t page_gpa[NVMX_SLOT_PAGES];
 	/* L2 -> L1 request, read by L1 on VMCALL. */
 	uint64_t cmd;
 	uint64_t arg;
@@ -416,6 +423,19 @@ static inline bool nvmx_l1_vmcall(void)
 }
 
 /*
+ * L1: VMXON, a current vmcs12 for L2 at @l2_code with its stack at
+ * @l2_stack_top, and the pages nvmx_sh->use asks for.
+ */
+static inline void nvmx_l1_prepare(struct vmx_pages *vmx, void *l2_code,
+				   unsigned long *l2_stack_top)
+{
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
+	GUEST_ASSERT(load_vmcs(vmx));
+	prepare_vmcs(vmx, l2_code, l2_stack_top);
+	nvmx_l1_enable_pages();
+}
+
+/*
  * L1: enter L2 at @l2_code with the pages @sh->use asks for, handle its
  * exits until it asks to stop, then GUEST_DONE.  @hv is used only with
  * NVMX_USE_EVMCS.
@@ -508,15 +528,15 @@ static void l1_guest_code(struct vmx_pages *vmx,				\
 /* Host: GPA of vCPU 0's block of pages (set by nvmx_add_page_slot_src()). */
 static uint64_t nvmx_host_pages_gpa = NVMX_PAGES_GPA;
 /* Host: size of the page slot in bytes. */
-static uint64_t nvmx_host_slot_size = NVMX_NR_PAGES * 4096ul;
+static uint64_t nvmx_host_slot_size = NVMX_SLOT_PAGES * 4096ul;
 
 static inline uint64_t nvmx_vcpu_pages_gpa(int vcpu_i)
 {
-	return nvmx_host_pages_gpa + (uint64_t)vcpu_i * NVMX_NR_PAGES * getpagesize();
+	return nvmx_host_pages_gpa + (uint64_t)vcpu_i * NVMX_SLOT_PAGES * getpagesize();
 }
 
 /*
- * Host: the page slot, with a block of NVMX_NR_PAGES pages for each of
+ * Host: the page slot, with a block of NVMX_SLOT_PAGES pages for each of
  * @nr_vcpus vCPUs, mapped 1:1 for L1.  VM_MEM_SRC_ANONYMOUS: 4 KiB pages
  * (MADV_NOHUGEPAGE), the blocks from NVMX_PAGES_GPA on.  THP or hugetlb:
  * a slot of whole huge pages (2 MiB or more), the blocks from
@@ -526,7 +546,7 @@ static inline uint64_t nvmx_vcpu_pages_gpa(int vcpu_i)
 static inline void nvmx_add_page_slot_src(struct kvm_vm *vm,
 					  enum vm_mem_backing_src_type src, int nr_vcpus)
 {
-	uint64_t size = (uint64_t)nr_vcpus * NVMX_NR_PAGES * getpagesize();
+	uint64_t size = (uint64_t)nr_vcpus * NVMX_SLOT_PAGES * getpagesize();
 	uint64_t huge;
 	void *hva;
 
@@ -562,12 +582,12 @@ static inline void nvmx_fill_shared(struct nvmx_shared *sh, uint64_t use,
 
 	memset(sh, 0, sizeof(*sh));
 	sh->use = use;
-	for (i = 0; i < NVMX_NR_PAGES; i++)
+	for (i = 0; i < NVMX_SLOT_PAGES; i++)
 		sh->page_gpa[i] = base_gpa + i * getpagesize();
 }
 
 /* Host: HVA of page @pg of vCPU @vcpu_i's block. */
-static inline void *nvmx_vcpu_page_hva(struct kvm_vm *vm, int vcpu_i, enum nvmx_page pg)
+static inline void *nvmx_vcpu_page_hva(struct kvm_vm *vm, int vcpu_i, enum nvmx_slot_page pg)
 {
 	return addr_gpa2hva(vm, nvmx_vcpu_pages_gpa(vcpu_i) + pg * getpagesize());
 }
@@ -579,7 +599,7 @@ static inline uint32_t *nvmx_vcpu_vtpr_hva(struct kvm_vm *vm, int vcpu_i)
 }
 
 /* Host: the same for the first (or only) vCPU. */
-static inline void *nvmx_page_hva(struct kvm_vm *vm, enum nvmx_page pg)
+static inline void *nvmx_page_hva(struct kvm_vm *vm, enum nvmx_slot_page pg)
 {
 	return nvmx_vcpu_page_hva(vm, 0, pg);
 }
@@ -987,6 +1007,37 @@ static inline void nvmx_create_vm_vcpus(struct kvm_vm **vmp, struct kvm_vcpu **v
 	nvmx_nr_vcpu_ents = nr_vcpus;
 	sync_global_to_guest(*vmp, nvmx_vcpu_tab);
 	sync_global_to_guest(*vmp, nvmx_nr_vcpu_ents);
+}
+
+/*
+ * Host thread: toggle the protection of @page without a pause, between
+ * PROT_READ | PROT_WRITE and the same plus PROT_EXEC (neither KVM nor the
+ * host ever faults on it, the contents stay), until @stop.  Every toggle
+ * is an mmu_notifier invalidation of the page.
+ */
+struct nvmx_toggler {
+	void *page;
+	uint64_t toggles;	/* completed toggle pairs */
+	bool paused;		/* no toggles while set */
+	bool stop;
+};
+
+static inline void *nvmx_toggle_thread(void *arg)
+{
+	struct nvmx_toggler *t = arg;
+
+	while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+		if (__atomic_load_n(&t->paused, __ATOMIC_ACQUIRE)) {
+			sched_yield();
+			continue;
+		}
+		TEST_ASSERT(!mprotect(t->page, getpagesize(), PROT_READ | PROT_WRITE | PROT_EXEC),
+			    "mprotect: %s", strerror(errno));
+		TEST_ASSERT(!mprotect(t->page, getpagesize(), PROT_READ | PROT_WRITE),
+			    "mprotect: %s", strerror(errno));
+		__atomic_add_fetch(&t->toggles, 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
 }
 
 /* Host: create the VM with one vCPU and the page slot; returns the shared page. */

@@ -95,7 +95,7 @@ static const char *const bad_log[] = {
 	"UBSAN", "circular locking",
 };
 
-/* What the test bed's end-of-phase check rejects (guest/init). */
+/* What the test bed's end-of-phase check rejects (testbed/init). */
 static const char *const harness_log[] = {
 	"WARNING:", "BUG:", "Oops", "general protection", "Call Trace", "UBSAN",
 	"circular locking",

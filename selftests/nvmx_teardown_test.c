@@ -31,19 +31,33 @@
  * checks that destruction under invalidations works and that every L2 saw
  * a current page.
  *
+ * -f: the last references to each VM are dropped by a forked child, whose
+ * mm is not the VM's.  kvm_arch_destroy_vm() deletes KVM's private
+ * memslots only when it runs in the VM's mm, and those deletions
+ * invalidate every cache before kvm_destroy_vcpus(); from another mm (a
+ * VMM that forked, an fd passed over a socket) they are skipped, and the
+ * caches are still valid when the vCPUs are freed.  The toggler is paused
+ * for the last L2 run, so that L2's pages are valid and in use by vCPU 0
+ * when the child drops the VM, and resumes as the child exits.
+ *
  * With the test bed's nvmx_widen module loaded (debug kernel, make
- * bochs-debug's 2-CPU boot, guest/plans/widen.plan), every vCPU stays in
+ * bochs-debug's 2-CPU boot, testbed/plans/widen.plan), every vCPU stays in
  * kvm->vcpu_array for delay_us after it was freed; the test then also
  * requires that some window was really widened (the module's hits).
  *
  * Expected on stock KVM: pass.  The old nvmx_gpc module (4e10b0e): pass
- * unless the race hits (then a KASAN report or an oops); with nvmx_widen
- * and a 20 ms delay between choosing and sending its kicks, a KASAN
- * use-after-free in kvm_make_vcpus_request_mask().
+ * unless the race hits (then a KASAN report or an oops).  With -f,
+ * nvmx_widen (500 ms) and a test-only 200 ms delay between choosing and
+ * sending its kicks: "KASAN: slab-use-after-free in kvm_make_vcpu_request"
+ * from the parent's mprotect(), on the kvm_vcpu the child's exit freed.
+ * Without -f the same old module passes: the private-memslot deletions
+ * in the VMM's own mm invalidate every cache before the vCPUs are freed,
+ * so nothing is left to kick.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +71,7 @@
 #include "kselftest.h"
 
 #define NR_VCPUS	2
-#define SLOT_SIZE	(NVMX_NR_PAGES * 4096ul)
+#define SLOT_SIZE	(NVMX_SLOT_PAGES * 4096ul)
 #define WIDEN_HITS	"/sys/module/nvmx_widen/parameters/hits"
 
 static const char *const bad_log[] = {
@@ -72,25 +86,6 @@ static void l2_guest_code(void)
 
 NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
 
-struct toggler {
-	void *page;
-	uint64_t toggles;	/* completed toggle pairs */
-	bool stop;
-};
-
-static void *toggle_thread(void *arg)
-{
-	struct toggler *t = arg;
-
-	while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
-		TEST_ASSERT(!mprotect(t->page, getpagesize(), PROT_READ | PROT_WRITE | PROT_EXEC),
-			    "mprotect: %s", strerror(errno));
-		TEST_ASSERT(!mprotect(t->page, getpagesize(), PROT_READ | PROT_WRITE),
-			    "mprotect: %s", strerror(errno));
-		__atomic_add_fetch(&t->toggles, 1, __ATOMIC_RELEASE);
-	}
-	return NULL;
-}
 
 /* VTPR values of iteration @i at the park and after it: 1..15, never 0. */
 static uint32_t park_vtpr(uint64_t i)
@@ -104,7 +99,45 @@ static uint32_t resume_vtpr(uint64_t i)
 }
 
 /* One VM; returns false with @why if L2 did not see a current page. */
-static bool one_vm(uint64_t i, uint8_t *buf, struct toggler *t, uint64_t *overlap,
+/* -f: drop the VM's last references from a forked child. */
+static bool fork_close;
+
+/*
+ * Close the parent's references to @vm (the vCPU fds and their kvm_run
+ * mappings, the VM fd) and let a child that inherited them exit, so that
+ * KVM destroys the VM in the child, while @t toggles again.  The library's
+ * struct kvm_vm and the guest memory are left behind (the fds are gone).
+ */
+static void destroy_from_child(struct kvm_vm *vm, struct kvm_vcpu **vcpus,
+			       struct nvmx_toggler *t)
+{
+	int go[2], status, mmap_sz, i;
+	pid_t pid;
+	char c = 0;
+
+	TEST_ASSERT(!pipe(go), "pipe: %s", strerror(errno));
+	pid = fork();
+	TEST_ASSERT(pid >= 0, "fork: %s", strerror(errno));
+	if (!pid) {
+		close(go[1]);
+		(void)!read(go[0], &c, 1);
+		_exit(0);
+	}
+	close(go[0]);
+	mmap_sz = __kvm_ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, NULL);
+	TEST_ASSERT(mmap_sz > 0, "KVM_GET_VCPU_MMAP_SIZE: %d", mmap_sz);
+	for (i = 0; i < NR_VCPUS; i++) {
+		munmap(vcpus[i]->run, mmap_sz);
+		close(vcpus[i]->fd);
+	}
+	close(vm->fd);
+	__atomic_store_n(&t->paused, false, __ATOMIC_RELEASE);
+	TEST_ASSERT(write(go[1], &c, 1) == 1, "write: %s", strerror(errno));
+	close(go[1]);
+	TEST_ASSERT(waitpid(pid, &status, 0) == pid && WIFEXITED(status), "child");
+}
+
+static bool one_vm(uint64_t i, uint8_t *buf, struct nvmx_toggler *t, uint64_t *overlap,
 		   char *why, size_t len)
 {
 	struct kvm_vcpu *vcpus[NR_VCPUS];
@@ -119,7 +152,7 @@ static bool one_vm(uint64_t i, uint8_t *buf, struct toggler *t, uint64_t *overla
 	vm = vm_create_with_vcpus(NR_VCPUS, l1_guest_code, vcpus);
 	vcpu_alloc_vmx(vm, &vmx_gva);
 	vm_set_user_memory_region(vm, NVMX_PAGES_SLOT, 0, NVMX_PAGES_GPA, SLOT_SIZE, buf);
-	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, NVMX_NR_PAGES);
+	virt_map(vm, NVMX_PAGES_GPA, NVMX_PAGES_GPA, NVMX_SLOT_PAGES);
 	sh_gva = vm_vaddr_alloc_page(vm);
 	sh = addr_gva2hva(vm, sh_gva);
 	nvmx_fill_shared(sh, NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC,
@@ -139,6 +172,8 @@ static bool one_vm(uint64_t i, uint8_t *buf, struct toggler *t, uint64_t *overla
 		ok = false;
 	}
 	*vtpr = resume_vtpr(i);
+	if (fork_close)
+		__atomic_store_n(&t->paused, true, __ATOMIC_RELEASE);
 	nvmx_run_to_sync(vcpus[0], NVMX_SYNC_RESUMED, &uc);
 	if (ok && uc.args[2] != resume_vtpr(i) >> 4) {
 		snprintf(why, len, "iteration %lu: resumed L2 read TPR 0x%lx, the host wrote 0x%x",
@@ -148,7 +183,10 @@ static bool one_vm(uint64_t i, uint8_t *buf, struct toggler *t, uint64_t *overla
 
 	/* Destroy the VM with vCPU 0 in L2, the vAPIC page in use. */
 	before = __atomic_load_n(&t->toggles, __ATOMIC_ACQUIRE);
-	kvm_vm_free(vm);
+	if (fork_close)
+		destroy_from_child(vm, vcpus, t);
+	else
+		kvm_vm_free(vm);
 	if (__atomic_load_n(&t->toggles, __ATOMIC_ACQUIRE) != before)
 		(*overlap)++;
 	return ok;
@@ -171,19 +209,25 @@ int main(int argc, char *argv[])
 {
 	uint64_t n = 20, i, overlap = 0, stale = 0, hits0 = 0, hits1 = 0;
 	char why[256] = "", first[256] = "";
-	struct toggler t = {};
+	struct nvmx_toggler t = {};
 	pthread_t thr;
 	uint8_t *buf;
 	struct nvmx_klog klog;
 	bool widen;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:h")) != -1) {
-		if (opt != 'n') {
-			printf("usage: %s [-n iterations]\n", argv[0]);
+	while ((opt = getopt(argc, argv, "fn:h")) != -1) {
+		switch (opt) {
+		case 'f':
+			fork_close = true;
+			break;
+		case 'n':
+			n = strtoull(optarg, NULL, 0);
+			break;
+		default:
+			printf("usage: %s [-f] [-n iterations]\n", argv[0]);
 			return KSFT_FAIL;
 		}
-		n = strtoull(optarg, NULL, 0);
 	}
 
 	ksft_print_header();
@@ -197,7 +241,7 @@ int main(int argc, char *argv[])
 	TEST_ASSERT(buf != MAP_FAILED, "mmap: %s", strerror(errno));
 	madvise(buf, SLOT_SIZE, MADV_NOHUGEPAGE);
 	t.page = buf + NVMX_PG_VAPIC * getpagesize();
-	TEST_ASSERT(!pthread_create(&thr, NULL, toggle_thread, &t), "pthread_create");
+	TEST_ASSERT(!pthread_create(&thr, NULL, nvmx_toggle_thread, &t), "pthread_create");
 
 	for (i = 0; i < n; i++) {
 		if (!one_vm(i, buf, &t, &overlap, first, sizeof(first)) && !stale++)

@@ -78,7 +78,7 @@ static const char *const mode_names[] = {
 	[MODE_COLLAPSE] = "collapse",
 };
 
-static const char *const page_names[NVMX_NR_PAGES] = {
+static const char *const page_names[NVMX_SLOT_PAGES] = {
 	[NVMX_PG_MSR_BITMAP] = "MSR bitmap",
 	[NVMX_PG_APIC_ACCESS] = "APIC-access page",
 	[NVMX_PG_VAPIC] = "virtual-APIC page",
@@ -279,7 +279,7 @@ static struct nvmx_shared *create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpu
 		TEST_ASSERT(!madvise(slot, nvmx_host_slot_size, MADV_DONTNEED) &&
 			    !madvise(slot, nvmx_host_slot_size, MADV_NOHUGEPAGE),
 			    "madvise: %s", strerror(errno));
-		memset(nvmx_page_hva(*vmp, 0), 0, NVMX_NR_PAGES * getpagesize());
+		memset(nvmx_page_hva(*vmp, 0), 0, NVMX_SLOT_PAGES * getpagesize());
 		TEST_ASSERT(!madvise(slot, nvmx_host_slot_size, MADV_HUGEPAGE),
 			    "MADV_HUGEPAGE: %s", strerror(errno));
 		printf("# collapse: before: %s %ld kB\n", huge_field(),

@@ -34,7 +34,7 @@
  *                alias per failed VMLAUNCH, which -d then finds.  With
  *                -n 0, L1 stops after them and never enters L2 (under
  *                Bochs 2.7 no nested VM-entry passes the early check, see
- *                guest/plans/earlycheck.plan), and the memremap check is
+ *                testbed/plans/earlycheck.plan), and the memremap check is
  *                skipped (no round trips).
  */
 #include <errno.h>
@@ -100,7 +100,7 @@ int main(int argc, char *argv[])
 
 	vm = vm_create_with_one_vcpu(&vcpu, l1_guest_code);
 	vcpu_alloc_vmx(vm, &vmx_gva);
-	hva = nvmx_add_devmem_slot(vm, NVMX_PAGES_SLOT, NVMX_PAGES_GPA, NVMX_NR_PAGES, phys);
+	hva = nvmx_add_devmem_slot(vm, NVMX_PAGES_SLOT, NVMX_PAGES_GPA, NVMX_SLOT_PAGES, phys);
 	ksft_set_plan(del ? 3 : 2);
 	sh_gva = vm_vaddr_alloc_page(vm);
 	sh = addr_gva2hva(vm, sh_gva);
@@ -142,11 +142,11 @@ int main(int argc, char *argv[])
 aliases:
 	if (del) {
 		vm_set_user_memory_region(vm, NVMX_PAGES_SLOT, 0, NVMX_PAGES_GPA, 0, NULL);
-		TEST_ASSERT(!munmap(hva, NVMX_NR_PAGES * getpagesize()), "munmap: %s",
+		TEST_ASSERT(!munmap(hva, NVMX_SLOT_PAGES * getpagesize()), "munmap: %s",
 			    strerror(errno));
 		/* A deferred teardown may run from a work item: let it. */
 		usleep(100000);
-		n = nvmx_kernel_aliases(phys, NVMX_NR_PAGES * getpagesize(), alias,
+		n = nvmx_kernel_aliases(phys, NVMX_SLOT_PAGES * getpagesize(), alias,
 					sizeof(alias));
 		if (!n)
 			ksft_test_result_pass("aliases: no kernel mapping of 0x%lx left after the memslot and the mapping are gone\n",

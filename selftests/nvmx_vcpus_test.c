@@ -70,7 +70,7 @@ static const char *const mode_names[] = {
 #define JUNK_SIZE	(1ul << 20)
 #define JUNK_BYTE	0x70
 
-static const char *const page_names[NVMX_NR_PAGES] = {
+static const char *const page_names[NVMX_SLOT_PAGES] = {
 	[NVMX_PG_MSR_BITMAP] = "MSR bitmap",
 	[NVMX_PG_APIC_ACCESS] = "APIC-access page",
 	[NVMX_PG_VAPIC] = "virtual-APIC page",
@@ -202,7 +202,7 @@ static int run_deterministic(enum mode mode)
 	struct ucall uc, res[NVMX_MAX_VCPUS], next[NVMX_MAX_VCPUS];
 	struct nvmx_vcpu_stats vs0 = {};
 	struct nvmx_stats st0, st1;
-	size_t block = NVMX_NR_PAGES * getpagesize();
+	size_t block = NVMX_SLOT_PAGES * getpagesize();
 	char path[PATH_MAX], why[NVMX_MAX_VCPUS][256], what[64];
 	int i, fails = 0, stuck[NVMX_MAX_VCPUS] = {};
 	bool stats, per_vcpu0 = false;

@@ -76,10 +76,7 @@ static void l1_guest_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
 	uint32_t reason;
 	uint64_t i;
 
-	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
-	GUEST_ASSERT(load_vmcs(vmx));
-	prepare_vmcs(vmx, l2_guest_code, &l2_stack[NVMX_L2_STACK_SIZE]);
-	nvmx_l1_enable_pages();
+	nvmx_l1_prepare(vmx, l2_guest_code, &l2_stack[NVMX_L2_STACK_SIZE]);
 	if (nvmx_early_vmfails) {
 		nvmx_l1_early_vmfails();
 		for (i = 0;; i++)
