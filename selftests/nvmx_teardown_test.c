@@ -41,7 +41,7 @@
  * when the child drops the VM, and resumes as the child exits.
  *
  * With the test bed's nvmx_widen module loaded (debug kernel, make
- * bochs-debug's 2-CPU boot, testbed/plans/widen.plan), every vCPU stays in
+ * bochs-widen on 2 CPUs, testbed/plans/widen.plan), every vCPU stays in
  * kvm->vcpu_array for delay_us after it was freed; the test then also
  * requires that some window was really widened (the module's hits).
  *
@@ -57,11 +57,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nvmx_klog.h"
