@@ -49,18 +49,21 @@ build_from_root() {
 }
 step "module build from the top-level Kbuild" build_from_root
 
-# The test bed's own module (testbed/widen/, not part of nvmx_gpc.ko): it
-# widens a race window inside KVM with kprobes, so only kernels with
-# CONFIG_KPROBES (the debug kernel, testbed/config/debug.fragment) get it.
-build_widen() {
-	local dir=$OUT/widen
+# The test bed's own modules (never part of nvmx_gpc.ko), each in
+# testbed/NAME/ with its Kbuild: build_testbed NAME -> $OUT/NAME/NAME.ko.
+build_testbed() {
+	local dir=$OUT/$1
 	mkdir -p "$dir"
-	rsync -a "$NVMX_ROOT/testbed/widen/" "$dir/"
+	rsync -a "$NVMX_ROOT/testbed/$1/" "$dir/"
 	make -s -C "$KOBJ" M="$dir" "${RUST_VARS[@]}" KCFLAGS=-Werror modules || return 1
-	ls -l "$dir/nvmx_widen.ko" >&2
+	ls -l "$dir/nvmx_$1.ko" >&2
 }
+# nvmx_physmem: RAM above mem= as a file QEMU can map (the real-L1 runs).
+step "test-bed module nvmx_physmem" build_testbed physmem
+# nvmx_widen widens a race window inside KVM with kprobes, so only kernels
+# with CONFIG_KPROBES (the debug kernel, testbed/config/debug.fragment) get it.
 if grep -q '^CONFIG_KPROBES=y' "$KOBJ/.config"; then
-	step "test-bed module nvmx_widen (kprobes)" build_widen
+	step "test-bed module nvmx_widen (kprobes)" build_testbed widen
 else
 	rm -rf "$OUT/widen"
 fi

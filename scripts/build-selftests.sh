@@ -36,8 +36,19 @@ for c in "$NVMX_ROOT"/selftests/*.c; do
 	OURS+=("$name")
 done
 
+# For the real L1 (testbed/l1/): upstream memslot_perf_test with the test
+# bed's Bochs patch (testbed/l1/memslot_perf_test-bochs.patch), built from
+# a patched copy; the upstream file stays as it is.
+L1_TESTS=(memslot_perf_test_bochs)
+patched=$(mktemp)
+patch -s -o "$patched" "$KVM_ST/memslot_perf_test.c" \
+	<"$NVMX_ROOT/testbed/l1/memslot_perf_test-bochs.patch" ||
+	die "testbed/l1/memslot_perf_test-bochs.patch does not apply"
+place "$patched" "$KVM_ST/x86_64/memslot_perf_test_bochs.c"
+rm -f "$patched"
+
 progs=()
-for t in "${UPSTREAM[@]}" "${OURS[@]}"; do
+for t in "${UPSTREAM[@]}" "${OURS[@]}" "${L1_TESTS[@]}"; do
 	progs+=("x86_64/$t")
 done
 
@@ -48,3 +59,4 @@ step "selftests build (${#progs[@]} programs)" \
 	"${progs[@]/#/$OUT/selftests/}"
 printf '%s\n' "${UPSTREAM[@]}" >"$OUT/selftests/upstream.list"
 printf '%s\n' "${OURS[@]}" >"$OUT/selftests/ours.list"
+printf '%s\n' "${L1_TESTS[@]}" >"$OUT/selftests/l1.list"

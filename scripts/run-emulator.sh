@@ -14,6 +14,8 @@
 #     --cpus N                 emulated CPUs (default 1)
 #     --append "WORDS"         extra kernel parameters, e.g.
 #                              kvm_intel.nested_early_check=1
+#     --image initrd|initrd-l1 the test image; initrd-l1 adds QEMU and the
+#                              real L1 (testbed/l1/), for plans with l1_ tests
 #     --total/--test/--silence SECONDS   host wall-time limits
 #
 # Bochs 2.7 emulates VMX (the nested tests run there); QEMU TCG does not and
@@ -23,7 +25,7 @@
 
 EMU=${1:-}
 shift || true
-PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT='' NAME='' LIMITS=() CPUS=1 ONLY='' APPEND=
+PLAN=test PHASES=stock,passthrough,cache,unloaded INJECT='' NAME='' LIMITS=() CPUS=1 ONLY='' APPEND='' IMAGE=initrd
 while [ $# -gt 0 ]; do
 	case $1 in
 	--plan) PLAN=$2; shift 2 ;;
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
 	--name) NAME=$2; shift 2 ;;
 	--cpus) CPUS=$2; shift 2 ;;
 	--append) APPEND=$2; shift 2 ;;
+	--image) IMAGE=$2; shift 2 ;;
 	--total|--test|--silence) LIMITS+=("$1" "$2"); shift 2 ;;
 	*) die "unknown option $1" ;;
 	esac
@@ -56,7 +59,7 @@ ARGS+=" PLAN=$PLAN PHASES=$PHASES"
 
 case $EMU in
 bochs)
-	ISO=$("$NVMX_ROOT/scripts/mkimage.sh" iso "$NAME" "$ARGS")
+	ISO=$("$NVMX_ROOT/scripts/mkimage.sh" iso "$NAME" "$ARGS" "$IMAGE")
 	cat >"$RES/bochsrc" <<RC
 display_library: rfb, options="timeout=0, hideIPS"
 config_interface: textconfig
@@ -83,7 +86,7 @@ RC
 qemu)
 	CMD=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp "$CPUS" -display none -monitor none
 		-no-reboot -serial "file:$RES/serial.out"
-		-kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$OUT/image/initrd.gz"
+		-kernel "$KOBJ/arch/x86/boot/bzImage" -initrd "$OUT/image/$IMAGE.gz"
 		-append "$ARGS")
 	DEFAULT_LIMITS=(--total 300 --test 120 --silence 120)
 	;;

@@ -20,7 +20,7 @@ UNPINNED=(
 	isolinux syslinux syslinux-common xorriso
 	busybox-static qemu-system-x86
 	make gcc bc flex bison cpio xz-utils rsync kmod patch
-	libelf-dev libssl-dev dwarves python3 python3-ply perl shellcheck
+	libelf-dev libssl-dev dwarves python3 python3-ply python3-matplotlib perl shellcheck
 )
 
 missing=()

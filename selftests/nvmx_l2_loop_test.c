@@ -7,6 +7,10 @@
  *   none       No MSR bitmap and no APIC pages: the floor.
  *   managed    MSR bitmap, APIC-access page and virtual-APIC page in
  *              ordinary guest memory (host pages with struct page).
+ *   thp        The same three pages on tail pages of a transparent huge
+ *              page (a THP-backed memslot, GPA 2 MiB-aligned + 0x5000, as
+ *              QEMU backs guest RAM by default); skips if no huge page
+ *              backs them.
  *   unmanaged  The same three pages in a memslot backed by /dev/mem above
  *              the host's mem= limit, i.e. memory without struct page.
  *              -a selects the host physical address (default 0x40000000);
@@ -34,19 +38,25 @@
 #include "vmx.h"
 
 #include "nvmx_devmem.h"
+#include "nvmx_nested.h"
 
 #include "kselftest.h"
 
 #define APIC_TPR_OFFSET		0x80
 #define NR_L1_PAGES		3
-#define UNMANAGED_GPA		0xc0000000ul
-#define UNMANAGED_SLOT		10
+/* The extra memslot of the thp and unmanaged modes (one or the other). */
+#define EXTRA_GPA		0xc0000000ul
+#define EXTRA_SLOT		10
+/* thp: two huge pages, so that one is whole whatever the host alignment. */
+#define THP_SLOT_SIZE		(4ul << 20)
+#define THP_PAGES_OFFSET	0x5000ul
 
-enum mode { MODE_NONE, MODE_MANAGED, MODE_UNMANAGED };
+enum mode { MODE_NONE, MODE_MANAGED, MODE_THP, MODE_UNMANAGED };
 
 static const char *const mode_names[] = {
 	[MODE_NONE] = "none",
 	[MODE_MANAGED] = "managed",
+	[MODE_THP] = "thp",
 	[MODE_UNMANAGED] = "unmanaged",
 };
 
@@ -159,9 +169,27 @@ static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
 		return;
 
 	if (mode == MODE_UNMANAGED) {
-		nvmx_add_devmem_slot(vm, UNMANAGED_SLOT, UNMANAGED_GPA, NR_L1_PAGES, phys);
+		nvmx_add_devmem_slot(vm, EXTRA_SLOT, EXTRA_GPA, NR_L1_PAGES, phys);
 		for (i = 0; i < NR_L1_PAGES; i++)
-			gva[i] = UNMANAGED_GPA + i * getpagesize();
+			gva[i] = EXTRA_GPA + i * getpagesize();
+	} else if (mode == MODE_THP) {
+		uint64_t npages = THP_SLOT_SIZE / getpagesize();
+		uint8_t *hva;
+		long kb;
+
+		__TEST_REQUIRE(thp_configured(), "no transparent hugepages");
+		vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS_THP, EXTRA_GPA,
+					    EXTRA_SLOT, npages, 0);
+		virt_map(vm, EXTRA_GPA, EXTRA_GPA, npages);
+		hva = addr_gpa2hva(vm, EXTRA_GPA);
+		memset(hva, 0, THP_SLOT_SIZE);
+		for (i = 0; i < NR_L1_PAGES; i++)
+			gva[i] = EXTRA_GPA + THP_PAGES_OFFSET + i * getpagesize();
+		kb = nvmx_smaps_kb(hva, "AnonHugePages:");
+		__TEST_REQUIRE(kb >= 2048, "no huge page backs the pages (AnonHugePages %ld kB)",
+			       kb);
+		printf("# thp: pages at GPA 0x%lx, AnonHugePages %ld kB in the slot\n",
+		       gva[0], kb);
 	} else {
 		for (i = 0; i < NR_L1_PAGES; i++) {
 			gva[i] = vm_vaddr_alloc_page(vm);
@@ -179,7 +207,7 @@ static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
 
 static void usage(const char *name)
 {
-	printf("usage: %s [-m none|managed|unmanaged] [-n iterations] [-a phys]\n",
+	printf("usage: %s [-m none|managed|thp|unmanaged] [-n iterations] [-a phys]\n",
 	       name);
 	exit(KSFT_FAIL);
 }
@@ -194,16 +222,15 @@ int main(int argc, char *argv[])
 	struct kvm_vm *vm;
 	struct ucall uc;
 	bool done = false;
-	int opt;
+	int opt, i;
 
 	while ((opt = getopt(argc, argv, "m:n:a:h")) != -1) {
 		switch (opt) {
 		case 'm':
-			for (mode = MODE_NONE; mode <= MODE_UNMANAGED; mode++)
-				if (!strcmp(optarg, mode_names[mode]))
-					break;
-			if (mode > MODE_UNMANAGED)
+			i = nvmx_name_index(mode_names, ARRAY_SIZE(mode_names), optarg);
+			if (i < 0)
 				usage(argv[0]);
+			mode = i;
 			break;
 		case 'n':
 			iters = strtoull(optarg, NULL, 0);

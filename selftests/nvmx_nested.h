@@ -49,6 +49,8 @@
 #include <sched.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <string.h>
@@ -794,6 +796,33 @@ static inline int nvmx_name_index(const char *const *names, int n, const char *a
 		if (names[i] && !strcmp(arg, names[i]))
 			return i;
 	return -1;
+}
+
+/* Host: the "<@field> N kB" value of the /proc/self/smaps VMA holding @addr, or -1. */
+static inline long nvmx_smaps_kb(void *addr, const char *field)
+{
+	unsigned long lo, hi, a = (unsigned long)addr;
+	char line[256];
+	bool in = false;
+	long kb = -1;
+	FILE *f;
+
+	f = fopen("/proc/self/smaps", "r");
+	TEST_ASSERT(f, "/proc/self/smaps: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		/* A VMA line starts "lo-hi "; field lines have no '-' first. */
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= lo && a < hi;
+			continue;
+		}
+		if (in && !strncmp(line, field, strlen(field))) {
+			kb = strtol(line + strlen(field), NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
 }
 
 /* Host: the PFN backing @hva in this process (0 if not present). */

@@ -139,33 +139,7 @@ static bool pfn_flags(uint64_t pfn, uint64_t *flags)
 	return ok;
 }
 
-/* A "<field>: N kB" value of the /proc/self/smaps VMA holding @addr, or -1. */
-static long smaps_kb(void *addr, const char *field)
-{
-	unsigned long lo, hi, a = (unsigned long)addr;
-	char line[256];
-	bool in = false;
-	long kb = -1;
-	FILE *f;
-
-	f = fopen("/proc/self/smaps", "r");
-	TEST_ASSERT(f, "/proc/self/smaps: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		/* A VMA line starts "lo-hi "; field lines have no '-' first. */
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
-		    strchr(line, '-') < strchr(line, ' ')) {
-			in = a >= lo && a < hi;
-			continue;
-		}
-		if (in && !strncmp(line, field, strlen(field))) {
-			kb = strtol(line + strlen(field), NULL, 10);
-			break;
-		}
-	}
-	fclose(f);
-	return kb;
-}
-
+/* The smaps field that counts this backing's huge pages. */
 static const char *huge_field(void)
 {
 	return src == VM_MEM_SRC_ANONYMOUS_THP ? "AnonHugePages:" : "Private_Hugetlb:";
@@ -188,7 +162,7 @@ static bool pages_on_huge_tails(struct kvm_vm *vm, char *why, size_t len)
 	for (pg = 0; pg <= NVMX_PG_VAPIC; pg++) {
 		pfn = nvmx_hva_to_pfn(nvmx_page_hva(vm, pg));
 		if (!pfn_flags(pfn, &flags)) {
-			kb = smaps_kb(nvmx_page_hva(vm, 0), huge_field());
+			kb = nvmx_smaps_kb(nvmx_page_hva(vm, 0), huge_field());
 			snprintf(why, len, "no /proc/kpageflags; %s %ld kB in the VMA",
 				 huge_field(), kb);
 			return kb > 0;
@@ -283,7 +257,7 @@ static struct nvmx_shared *create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpu
 		TEST_ASSERT(!madvise(slot, nvmx_host_slot_size, MADV_HUGEPAGE),
 			    "MADV_HUGEPAGE: %s", strerror(errno));
 		printf("# collapse: before: %s %ld kB\n", huge_field(),
-		       smaps_kb(slot, huge_field()));
+		       nvmx_smaps_kb(slot, huge_field()));
 		return sh[0];
 	}
 	if (!pages_on_huge_tails(*vmp, why, sizeof(why)) && src == VM_MEM_SRC_ANONYMOUS_THP) {
@@ -389,13 +363,13 @@ static int run_parked(enum mode mode)
 	if (stats)
 		nvmx_stats_read(path, &st0);
 
-	kb0 = smaps_kb(slot, huge_field());
+	kb0 = nvmx_smaps_kb(slot, huge_field());
 	before = nvmx_hva_to_pfn(vapic);
 	switch (mode) {
 	case MODE_SPLIT:
 		TEST_ASSERT(!madvise((uint8_t *)slot + SPLIT_OFFSET, getpagesize(), MADV_DONTNEED),
 			    "MADV_DONTNEED: %s", strerror(errno));
-		kb1 = smaps_kb(slot, huge_field());
+		kb1 = nvmx_smaps_kb(slot, huge_field());
 		after = nvmx_hva_to_pfn(vapic);
 		printf("# split: %s %ld -> %ld kB, vAPIC pfn 0x%lx -> 0x%lx\n", huge_field(),
 		       kb0, kb1, before, after);
@@ -433,7 +407,7 @@ static int run_parked(enum mode mode)
 			ksft_exit_skip("MADV_COLLAPSE not supported\n");
 		}
 		snprintf(why, sizeof(why), "%s", ret ? strerror(errno) : "ok");
-		kb1 = smaps_kb(slot, huge_field());
+		kb1 = nvmx_smaps_kb(slot, huge_field());
 		after = nvmx_hva_to_pfn(vapic);
 		printf("# collapse: %s (%s %ld -> %ld kB, vAPIC pfn 0x%lx -> 0x%lx)\n", why,
 		       huge_field(), kb0, kb1, before, after);
