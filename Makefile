@@ -7,7 +7,7 @@
 .NOTPARALLEL:
 .PHONY: all demo test setup kernel module selftests harness image \
 	check-harness check-model check-style smoke bochs-test harness-selfcheck cache-selfcheck \
-	bochs-smp bochs-earlycheck bochs-debug bochs-widen clean-results
+	bochs-smp bochs-earlycheck bochs-l1 bochs-debug bochs-widen bench clean-results
 
 export NVMX_T0 := $(shell date +%s)
 S := scripts
@@ -84,6 +84,12 @@ bochs-earlycheck: image harness
 	@$(S)/run-emulator.sh bochs --plan earlycheck --phases stock,passthrough,cache \
 		--append kvm_intel.nested_early_check=1 --name bochs-earlycheck
 
+# A real L1 hypervisor: QEMU in the emulated host boots our kernel as L1
+# (2 vCPUs, THP-backed), which runs memslot_perf_test's map test in L2,
+# with the module in L0 (testbed/l1/, testbed/plans/l1.plan).
+bochs-l1: image harness
+	@$(S)/run-emulator.sh bochs --plan l1 --phases cache --image initrd-l1 --name bochs-l1
+
 # The memory-debugging kernel (testbed/config/debug.fragment: KASAN, lockdep,
 # atomic-sleep checks, kmemleak; a clang build, because 6.12 allows Rust with
 # KASAN only there): the page-cache tests with the module.  Any KASAN,
@@ -107,8 +113,13 @@ bochs-widen: harness
 demo: image harness
 	@$(S)/run-emulator.sh bochs --plan demo --phases $(PHASES)
 
+# Stock vs module, side by side: the L2 round trip and memslot_perf_test
+# under the real L1; tables, results/bench/bench.tsv and bench.png.
+bench: image harness
+	@$(S)/bench.sh
+
 test: check-harness check-model check-style smoke harness-selfcheck bochs-test \
-	bochs-smp bochs-earlycheck cache-selfcheck bochs-debug
+	bochs-smp bochs-earlycheck bochs-l1 cache-selfcheck bochs-debug
 	@echo "make test: all stages passed"
 
 clean-results:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # Style gates a reviewer runs first: shellcheck on the scripts and the test
-# bed's /init, scripts/checkpatch.pl --strict on every patch file of the
-# series as it is and on the test bed's C module.
+# bed's /init scripts, scripts/checkpatch.pl --strict on every patch file of
+# the series as it is and on the test bed's C modules.
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$KSRC/scripts/checkpatch.pl" ] || die "no patched source in $KSRC; run make kernel first"
 
-shell_files=("$NVMX_ROOT"/scripts/*.sh "$NVMX_ROOT/testbed/init" "$NVMX_ROOT/.ci/run")
+shell_files=("$NVMX_ROOT"/scripts/*.sh "$NVMX_ROOT/testbed/init" "$NVMX_ROOT/testbed/l1/init"
+	"$NVMX_ROOT/testbed/l1/run-l1" "$NVMX_ROOT/.ci/run")
 step "shellcheck (${#shell_files[@]} files)" shellcheck -x -P "$NVMX_ROOT/scripts" "${shell_files[@]}"
 
 # checkpatch [-f] FILE...: silent and 0 when every file is clean.  Run from
@@ -38,4 +39,6 @@ checkpatch() {
 }
 mapfile -t series < <(series_patches)
 step "checkpatch --strict (${#series[@]} patches)" checkpatch "${series[@]}"
-step "checkpatch --strict -f (test-bed module)" checkpatch -f "$NVMX_ROOT/testbed/widen/nvmx_widen.c"
+step "checkpatch --strict -f (test-bed modules)" checkpatch -f "$NVMX_ROOT"/testbed/*/nvmx_*.c
+# The bench report: its parser on a made-up log.
+step "bench-report.py --selftest" /usr/bin/python3 -B "$NVMX_ROOT/scripts/bench-report.py" --selftest

@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0
+"""Turn the serial logs of make bench's emulator runs into tables, a TSV and a plot.
+
+    bench-report.py OUTDIR RESULTS_DIR...
+    bench-report.py --selftest      (parse a made-up log; check-style runs it)
+
+Each RESULTS_DIR is a results/<name>/ directory of scripts/run-emulator.sh
+with its serial.log (host-stamped console).  The console's markers:
+
+    @@TEST-START <phase> <test>
+    @@BENCH test=nvmx_l2_loop mode=<m> iters=<n> ticks=<t> ...   (L2 round trip)
+    @@RESULT bench=<b> variant=<v> memory=<m> value=<x> unit=<u>  (e.g. run-l1)
+    @@L1-STATS memory=<m> <key>=<value>...                       (run-l1)
+    @@TEST-END <phase> <test> rc=<rc>
+
+Writes OUTDIR/bench.tsv (bench variant memory phase value unit), OUTDIR/
+l1-stats.tsv and OUTDIR/bench.png, and prints one table per benchmark with
+each phase's value and stock/phase, the module's speedup.  Exits 1 if a
+benchmark test failed or produced nothing.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+STAMP = re.compile(r"^\[\s*([0-9.]+)\] ")
+MEMORY_ORDER = ["none", "managed", "thp", "unmanaged"]
+PHASE_ORDER = ["stock", "passthrough", "cache"]
+
+
+def kv(text):
+    """The key=value words of a marker line."""
+    return dict(w.split("=", 1) for w in text.split() if "=" in w)
+
+
+def parse(log):
+    """Rows, L1 statistics and test outcomes of one serial.log."""
+    rows, stats, tests = [], [], []
+    phase = test = None
+    started = 0.0
+    for raw in log.read_text(errors="replace").splitlines():
+        m = STAMP.match(raw)
+        t = float(m.group(1)) if m else None
+        line = raw[m.end():] if m else raw
+        if "@@TEST-START " in line:
+            phase, test = line.split("@@TEST-START ", 1)[1].split()[:2]
+            started = t or 0.0
+        elif "@@TEST-END " in line and test:
+            rc = kv(line).get("rc", "?")
+            tests.append((phase, test, rc, (t or 0.0) - started))
+            test = None
+        elif "@@BENCH " in line and phase:
+            f = kv(line.split("@@BENCH ", 1)[1])
+            if f.get("test") == "nvmx_l2_loop" and int(f.get("iters", 0)) > 0:
+                mode = f["mode"]
+                value = int(f["ticks"]) / int(f["iters"])
+                rows.append(("l2_roundtrip", "none" if mode == "none" else "pages",
+                             mode, phase, value, "ticks"))
+        elif "@@RESULT " in line and phase:
+            f = kv(line.split("@@RESULT ", 1)[1])
+            rows.append((f["bench"], f["variant"], f["memory"], phase,
+                         float(f["value"]), f["unit"]))
+        elif "@@L1-STATS " in line and phase:
+            stats.append((phase, kv(line.split("@@L1-STATS ", 1)[1])))
+    return rows, stats, tests
+
+
+def order(seq, known):
+    return sorted(set(seq), key=lambda x: (known.index(x) if x in known else len(known), x))
+
+
+def fmt(v, unit):
+    return f"{v:.0f}" if unit == "ticks" else f"{v:.6f}"
+
+
+def tables(rows):
+    out = []
+    for bench in dict.fromkeys(r[0] for r in rows):
+        sub = [r for r in rows if r[0] == bench]
+        unit = sub[0][5]
+        phases = order([r[3] for r in sub], PHASE_ORDER)
+        val = {(r[1], r[2], r[3]): r[4] for r in sub}
+        keys = list(dict.fromkeys((r[1], r[2]) for r in sub))
+        keys.sort(key=lambda k: MEMORY_ORDER.index(k[1]) if k[1] in MEMORY_ORDER else 9)
+        head = f"{'variant':14} {'memory':10}" + "".join(f" {p:>12}" for p in phases)
+        others = [p for p in phases if p != "stock"]
+        head += "".join(f" {'stock/' + p:>18}" for p in others)
+        out.append(f"{bench} ({unit}{' per round trip' if unit == 'ticks' else ' per iteration'},"
+                   f" lower is better; stock/phase > 1: the phase is faster)")
+        out.append(head)
+        for var, mem in keys:
+            line = f"{var:14} {mem:10}"
+            for p in phases:
+                v = val.get((var, mem, p))
+                line += f" {fmt(v, unit) if v is not None else '-':>12}"
+            for p in others:
+                s, v = val.get((var, mem, "stock")), val.get((var, mem, p))
+                line += f" {(f'{s / v:.3f}x' if s and v else '-'):>18}"
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
+def checks(rows, stats):
+    """The numbers issue 8 asks about, computed, not asserted."""
+    out = []
+    val = {(r[0], r[1], r[2], r[3]): r[4] for r in rows}
+    for var in dict.fromkeys(r[1] for r in rows if r[0] == "memslot_perf"):
+        m = val.get(("memslot_perf", var, "managed", "cache"))
+        u = val.get(("memslot_perf", var, "unmanaged", "cache"))
+        if m and u:
+            out.append(f"memslot_perf {var}: cache, unmanaged/managed = {u / m:.3f}")
+    for phase, s in stats:
+        if "memremap" in s and int(s.get("nested_run", 0)) > 0:
+            out.append(f"{phase} {s['memory']}: {s['memremap']} memremaps over "
+                       f"{s['nested_run']} nested VM-entries "
+                       f"({1000 * int(s['memremap']) / int(s['nested_run']):.3f} per 1000)")
+    return "\n".join(out)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench-report: no matplotlib (python3-matplotlib); no plot", file=sys.stderr)
+        return
+    groups = list(dict.fromkeys((r[0], r[1]) for r in rows))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4), squeeze=False)
+    for ax, (bench, var) in zip(axes[0], groups):
+        sub = [r for r in rows if r[0] == bench and r[1] == var]
+        mems = order([r[2] for r in sub], MEMORY_ORDER)
+        phases = order([r[3] for r in sub], PHASE_ORDER)
+        val = {(r[2], r[3]): r[4] for r in sub}
+        width = 0.8 / len(phases)
+        for i, p in enumerate(phases):
+            xs = [j + i * width for j in range(len(mems))]
+            ax.bar(xs, [val.get((m, p), 0) for m in mems], width, label=p)
+        ax.set_xticks([j + width * (len(phases) - 1) / 2 for j in range(len(mems))])
+        ax.set_xticklabels(mems)
+        ax.set_title(f"{bench} {var}")
+        ax.set_ylabel(sub[0][5] + (" per round trip" if sub[0][5] == "ticks" else " per iteration"))
+        ax.legend(fontsize="small")
+    fig.suptitle("nvmx-gpc in Bochs 2.7 (emulated VMX): stock KVM vs the module"
+                 " (memslot_perf_test: test-bed Bochs build)", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"bench-report: wrote {path}")
+
+
+SAMPLE = """\
+[   1.0] @@TEST-START stock nvmx_l2_loop_thp
+[   2.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2500000 per_rt=25000
+[   3.0] @@TEST-END stock nvmx_l2_loop_thp rc=0 uptime=1.0
+[   4.0] @@TEST-START cache nvmx_l2_loop_thp
+[   5.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2000000 per_rt=20000
+[   6.0] @@TEST-END cache nvmx_l2_loop_thp rc=0 uptime=2.0
+[   7.0] @@TEST-START cache l1_memslot_perf_unmanaged
+[   8.0] # @@L1-STATS memory=unmanaged hits=30 memremap=3 nested_run=1000
+[   8.5] # @@RESULT bench=memslot_perf variant=unmap_chunked memory=unmanaged value=0.5 unit=s
+[  20.0] @@TEST-END cache l1_memslot_perf_unmanaged rc=1 uptime=3.0
+"""
+
+
+def selftest():
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        log = Path(d) / "serial.log"
+        log.write_text(SAMPLE)
+        rows, stats, tests = parse(log)
+    want = [("l2_roundtrip", "pages", "thp", "stock", 25000.0, "ticks"),
+            ("l2_roundtrip", "pages", "thp", "cache", 20000.0, "ticks"),
+            ("memslot_perf", "unmap_chunked", "unmanaged", "cache", 0.5, "s")]
+    assert rows == want, rows
+    assert stats == [("cache", {"memory": "unmanaged", "hits": "30", "memremap": "3",
+                                "nested_run": "1000"})], stats
+    assert [(t[1], t[2], t[3]) for t in tests] == [
+        ("nvmx_l2_loop_thp", "0", 2.0), ("nvmx_l2_loop_thp", "0", 2.0),
+        ("l1_memslot_perf_unmanaged", "1", 13.0)], tests
+    table = tables(rows)
+    assert "1.250x" in table, table
+    assert "3.000 per 1000" in checks(rows, stats)
+    print("bench-report: selftest passed")
+
+
+def main():
+    if sys.argv[1:] == ["--selftest"]:
+        selftest()
+        return
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    outdir = Path(sys.argv[1])
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows, stats, tests = [], [], []
+    bad = []
+    for d in sys.argv[2:]:
+        log = Path(d) / "serial.log"
+        if not log.exists():
+            bad.append(f"{log}: missing")
+            continue
+        r, s, t = parse(log)
+        rows += r
+        stats += s
+        tests += t
+    print("Wall time per benchmark test:")
+    for phase, test, rc, wall in tests:
+        if test.startswith(("nvmx_l2_loop", "l1_")):
+            print(f"  {phase + '/' + test:40} rc={rc:3} {wall:7.1f} s")
+            if rc != "0":
+                bad.append(f"{phase}/{test}: rc={rc}")
+    print()
+    print(tables(rows))
+    c = checks(rows, stats)
+    if c:
+        print(c)
+        print()
+    with open(outdir / "bench.tsv", "w") as f:
+        f.write("bench\tvariant\tmemory\tphase\tvalue\tunit\n")
+        for r in rows:
+            f.write("\t".join([r[0], r[1], r[2], r[3], fmt(r[4], r[5]), r[5]]) + "\n")
+    keys = list(dict.fromkeys(k for _, s in stats for k in s if k != "memory"))
+    with open(outdir / "l1-stats.tsv", "w") as f:
+        f.write("\t".join(["phase", "memory"] + keys) + "\n")
+        for phase, s in stats:
+            f.write("\t".join([phase, s.get("memory", "?")] + [s.get(k, "") for k in keys]) + "\n")
+    print(f"bench-report: wrote {outdir / 'bench.tsv'} ({len(rows)} rows), {outdir / 'l1-stats.tsv'}")
+    if rows:
+        plot(rows, outdir / "bench.png")
+    if not rows:
+        bad.append("no benchmark rows")
+    for b in bad:
+        print(f"bench-report: FAILED: {b}", file=sys.stderr)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
