@@ -89,27 +89,59 @@ pub(crate) fn provider() -> ProviderKind {
 }
 
 /// The test-only `break_invalidation` module parameter.
+#[cfg(nvmx_test_knobs)]
 pub(crate) fn break_invalidation() -> bool {
     // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
     unsafe { raw::nvmx_shim_break_invalidation() }
 }
 
+/// A default build has no test-only knob: constant false.
+#[cfg(not(nvmx_test_knobs))]
+#[inline(always)]
+pub(crate) const fn break_invalidation() -> bool {
+    false
+}
+
 /// The test-only `break_persistence` module parameter.
+#[cfg(nvmx_test_knobs)]
 pub(crate) fn break_persistence() -> bool {
     // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
     unsafe { raw::nvmx_shim_break_persistence() }
 }
 
+/// A default build has no test-only knob: constant false.
+#[cfg(not(nvmx_test_knobs))]
+#[inline(always)]
+pub(crate) const fn break_persistence() -> bool {
+    false
+}
+
 /// The test-only `break_lookup` module parameter.
+#[cfg(nvmx_test_knobs)]
 pub(crate) fn break_lookup() -> bool {
     // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
     unsafe { raw::nvmx_shim_break_lookup() }
 }
 
+/// A default build has no test-only knob: constant false.
+#[cfg(not(nvmx_test_knobs))]
+#[inline(always)]
+pub(crate) const fn break_lookup() -> bool {
+    false
+}
+
 /// The test-only `break_sticky_hw` module parameter.
+#[cfg(nvmx_test_knobs)]
 pub(crate) fn break_sticky_hw() -> bool {
     // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
     unsafe { raw::nvmx_shim_break_sticky_hw() }
+}
+
+/// A default build has no test-only knob: constant false.
+#[cfg(not(nvmx_test_knobs))]
+#[inline(always)]
+pub(crate) const fn break_sticky_hw() -> bool {
+    false
 }
 
 /// Lets the scheduler run something else in a retry loop.

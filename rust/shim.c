@@ -8,7 +8,9 @@
  * callbacks forward to Rust, and the VM's statistics file in debugfs
  * (/sys/kernel/debug/nvmx_gpc/<pid>-<serial>).  The Rust state hangs off
  * nvmx_vm->rs.  /sys/kernel/debug/nvmx_gpc/live counts the kernel mappings
- * and VM states alive module-wide, for leak checks.
+ * and VM states alive module-wide, for leak checks, and
+ * /sys/kernel/debug/nvmx_gpc/bench times single operations (see "The
+ * per-operation benchmark" below).
  */
 #include <linux/atomic.h>
 #include <linux/bitmap.h>
@@ -18,12 +20,14 @@
 #include <linux/kvm_host.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/sched.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
 #include <asm/kvm_nvmx_pages.h>
+#include <asm/msr.h>
 
 #include "nvmx_gpc_shim.h"
 
@@ -405,6 +409,9 @@ DEFINE_SHOW_ATTRIBUTE(nvmx_live);
 
 /* --- The provider table. --- */
 
+static void nvmx_bench_track(struct kvm_vcpu *vcpu, void *vcpu_priv);
+static void nvmx_bench_forget(struct kvm_vcpu *vcpu);
+
 static int shim_vm_init(struct kvm *kvm, void **vm_priv)
 {
 	struct nvmx_vm *vm;
@@ -467,8 +474,18 @@ static void shim_vm_destroy(struct kvm *kvm, void *vm_priv)
 static int shim_vcpu_init(struct kvm_vcpu *vcpu, void *vm_priv, void **vcpu_priv)
 {
 	struct nvmx_vm *vm = vm_priv;
+	int r;
 
-	return nvmx_rs_vcpu_init(vcpu, vm->rs, vcpu_priv);
+	r = nvmx_rs_vcpu_init(vcpu, vm->rs, vcpu_priv);
+	if (!r)
+		nvmx_bench_track(vcpu, *vcpu_priv);
+	return r;
+}
+
+static void shim_vcpu_free(struct kvm_vcpu *vcpu, void *vcpu_priv)
+{
+	nvmx_bench_forget(vcpu);
+	nvmx_rs_vcpu_free(vcpu, vcpu_priv);
 }
 
 static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
@@ -508,12 +525,202 @@ static const struct kvm_nvmx_page_ops nvmx_gpc_ops = {
 	.vm_init = shim_vm_init,
 	.vm_destroy = shim_vm_destroy,
 	.vcpu_init = shim_vcpu_init,
-	.vcpu_free = nvmx_rs_vcpu_free,
+	.vcpu_free = shim_vcpu_free,
 	.map = shim_map,
 	.unmap = shim_unmap,
 	.get = shim_get,
 	.put = shim_put,
 	.memslots_updated = shim_memslots_updated,
+};
+
+/*
+ * --- The per-operation benchmark. ---
+ *
+ * /sys/kernel/debug/nvmx_gpc/bench (root only) times the operations a
+ * nested VM-entry and VM-exit perform on one page, with the TSC, on the
+ * most recently created vCPU of a VM bound to the cache:
+ *
+ *	echo "<gpa> <alt_gpa> <n>" > bench	(GPAs in hex, n pairs)
+ *	cat bench
+ *
+ * runs, on the virtual-APIC page kind, n of each of
+ *	stock     kvm_vcpu_map() + kvm_vcpu_unmap() of gpa
+ *	hit       the cache's map() + unmap() of gpa (warmed first)
+ *	miss      map() + unmap() alternating gpa and alt_gpa: every map()
+ *	          refreshes the cache
+ *	get_put   get() + put() while gpa is mapped
+ * and reports the ticks of each loop ("<name> <ticks> <n>" lines).  The
+ * cache's operations are called through the provider table, as KVM calls
+ * them.  The
+ * vCPU must not run meanwhile: the write holds its mutex, as an ioctl does,
+ * and kvm->srcu, as KVM does around these calls.
+ */
+enum { NVMX_BENCH_STOCK, NVMX_BENCH_HIT, NVMX_BENCH_MISS, NVMX_BENCH_GET_PUT, NVMX_NR_BENCH };
+
+static const char *const nvmx_bench_names[NVMX_NR_BENCH] = {
+	[NVMX_BENCH_STOCK] = "stock",
+	[NVMX_BENCH_HIT] = "hit",
+	[NVMX_BENCH_MISS] = "miss",
+	[NVMX_BENCH_GET_PUT] = "get_put",
+};
+
+static struct {
+	/* Protects the rest; held across a run.  Taken before vcpu->mutex. */
+	struct mutex lock;
+	struct kvm_vcpu *vcpu;
+	void *vcpu_priv;
+	u64 ticks[NVMX_NR_BENCH];
+	u32 n;
+} nvmx_bench = { .lock = __MUTEX_INITIALIZER(nvmx_bench.lock) };
+
+static void nvmx_bench_track(struct kvm_vcpu *vcpu, void *vcpu_priv)
+{
+	if (nvmx_shim_provider() != NVMX_PROVIDER_CACHE)
+		return;
+	mutex_lock(&nvmx_bench.lock);
+	nvmx_bench.vcpu = vcpu;
+	nvmx_bench.vcpu_priv = vcpu_priv;
+	mutex_unlock(&nvmx_bench.lock);
+}
+
+static void nvmx_bench_forget(struct kvm_vcpu *vcpu)
+{
+	mutex_lock(&nvmx_bench.lock);
+	if (nvmx_bench.vcpu == vcpu)
+		nvmx_bench.vcpu = NULL;
+	mutex_unlock(&nvmx_bench.lock);
+}
+
+/* Read at run time, so that the calls stay indirect, as KVM's are. */
+static const struct kvm_nvmx_page_ops *nvmx_bench_ops = &nvmx_gpc_ops;
+
+static int nvmx_bench_loops(struct kvm_vcpu *vcpu, void *priv, gfn_t gfn, gfn_t alt,
+			    u32 n, u64 *ticks)
+{
+	const struct kvm_nvmx_page_ops *ops = READ_ONCE(nvmx_bench_ops);
+	const enum kvm_nvmx_page page = KVM_NVMX_PAGE_VIRTUAL_APIC;
+	struct kvm_host_map map;
+	u64 t0;
+	u32 i;
+	int r;
+
+	t0 = rdtsc_ordered();
+	for (i = 0; i < n; i++) {
+		r = kvm_vcpu_map(vcpu, gfn, &map);
+		if (r)
+			return r;
+		kvm_vcpu_unmap(vcpu, &map, false);
+	}
+	ticks[NVMX_BENCH_STOCK] = rdtsc_ordered() - t0;
+
+	r = ops->map(vcpu, priv, page, gfn, &map);
+	if (r)
+		return r;
+	ops->unmap(vcpu, priv, page, &map, false);
+	t0 = rdtsc_ordered();
+	for (i = 0; i < n; i++) {
+		r = ops->map(vcpu, priv, page, gfn, &map);
+		if (r)
+			return r;
+		ops->unmap(vcpu, priv, page, &map, false);
+	}
+	ticks[NVMX_BENCH_HIT] = rdtsc_ordered() - t0;
+
+	t0 = rdtsc_ordered();
+	for (i = 0; i < n; i++) {
+		r = ops->map(vcpu, priv, page, i & 1 ? gfn : alt, &map);
+		if (r)
+			return r;
+		ops->unmap(vcpu, priv, page, &map, false);
+	}
+	ticks[NVMX_BENCH_MISS] = rdtsc_ordered() - t0;
+
+	r = ops->map(vcpu, priv, page, gfn, &map);
+	if (r)
+		return r;
+	t0 = rdtsc_ordered();
+	for (i = 0; i < n; i++) {
+		if (!ops->get(vcpu, priv, page, &map)) {
+			r = -EAGAIN;
+			break;
+		}
+		ops->put(vcpu, priv, page, &map, false);
+	}
+	ticks[NVMX_BENCH_GET_PUT] = rdtsc_ordered() - t0;
+	ops->unmap(vcpu, priv, page, &map, false);
+	return r;
+}
+
+static ssize_t nvmx_bench_write(struct file *file, const char __user *ubuf, size_t len,
+				loff_t *ppos)
+{
+	u64 gpa, alt, ticks[NVMX_NR_BENCH];
+	struct kvm_vcpu *vcpu;
+	struct kvm *kvm;
+	char buf[80];
+	int r, idx;
+	u32 n;
+
+	if (len >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, len))
+		return -EFAULT;
+	buf[len] = 0;
+	if (sscanf(buf, "%llx %llx %u", &gpa, &alt, &n) != 3 || !n ||
+	    gpa_to_gfn(gpa) == gpa_to_gfn(alt))
+		return -EINVAL;
+
+	mutex_lock(&nvmx_bench.lock);
+	vcpu = nvmx_bench.vcpu;
+	/* Only an online vCPU: creation has finished. */
+	if (!vcpu || kvm_get_vcpu(vcpu->kvm, vcpu->vcpu_idx) != vcpu ||
+	    !kvm_get_kvm_safe(vcpu->kvm)) {
+		mutex_unlock(&nvmx_bench.lock);
+		return -ENODEV;
+	}
+	kvm = vcpu->kvm;
+	r = mutex_lock_killable(&vcpu->mutex);
+	if (!r) {
+		idx = srcu_read_lock(&kvm->srcu);
+		r = nvmx_bench_loops(vcpu, nvmx_bench.vcpu_priv, gpa_to_gfn(gpa),
+				     gpa_to_gfn(alt), n, ticks);
+		srcu_read_unlock(&kvm->srcu, idx);
+		mutex_unlock(&vcpu->mutex);
+	}
+	if (!r) {
+		memcpy(nvmx_bench.ticks, ticks, sizeof(ticks));
+		nvmx_bench.n = n;
+	}
+	mutex_unlock(&nvmx_bench.lock);
+	/* Last: dropping the VM may free the vCPU, which takes the lock. */
+	kvm_put_kvm(kvm);
+	return r ? r : len;
+}
+
+static int nvmx_bench_show(struct seq_file *m, void *unused)
+{
+	int i;
+
+	mutex_lock(&nvmx_bench.lock);
+	for (i = 0; nvmx_bench.n && i < NVMX_NR_BENCH; i++)
+		seq_printf(m, "%s %llu %u\n", nvmx_bench_names[i], nvmx_bench.ticks[i],
+			   nvmx_bench.n);
+	mutex_unlock(&nvmx_bench.lock);
+	return 0;
+}
+
+static int nvmx_bench_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, nvmx_bench_show, NULL);
+}
+
+static const struct file_operations nvmx_bench_fops = {
+	.owner = THIS_MODULE,
+	.open = nvmx_bench_open,
+	.read = seq_read,
+	.write = nvmx_bench_write,
+	.llseek = seq_lseek,
+	.release = single_release,
 };
 
 int nvmx_shim_register(void)
@@ -522,6 +729,7 @@ int nvmx_shim_register(void)
 
 	nvmx_debugfs_dir = debugfs_create_dir("nvmx_gpc", NULL);
 	debugfs_create_file("live", 0444, nvmx_debugfs_dir, NULL, &nvmx_live_fops);
+	debugfs_create_file("bench", 0600, nvmx_debugfs_dir, NULL, &nvmx_bench_fops);
 	r = kvm_nvmx_register_page_ops(&nvmx_gpc_ops);
 	if (r)
 		debugfs_remove(nvmx_debugfs_dir);

@@ -10,7 +10,8 @@ with its serial.log (host-stamped console).  The console's markers:
 
     @@TEST-START <phase> <test>
     @@BENCH test=nvmx_l2_loop mode=<m> iters=<n> ticks=<t> ...   (L2 round trip)
-    @@RESULT bench=<b> variant=<v> memory=<m> value=<x> unit=<u>  (e.g. run-l1)
+    @@RESULT bench=<b> variant=<v> memory=<m> [phase=<p>] value=<x> unit=<u>
+                                              (run-l1, nvmx_opbench_test)
     @@L1-STATS memory=<m> <key>=<value>...                       (run-l1)
     @@TEST-END <phase> <test> rc=<rc>
 
@@ -59,7 +60,9 @@ def parse(log):
                              mode, phase, value, "ticks"))
         elif "@@RESULT " in line and phase:
             f = kv(line.split("@@RESULT ", 1)[1])
-            rows.append((f["bench"], f["variant"], f["memory"], phase,
+            # A test that measures stock and the module in one run (the
+            # per-operation benchmark) names the phase of each value.
+            rows.append((f["bench"], f["variant"], f["memory"], f.get("phase", phase),
                          float(f["value"]), f["unit"]))
         elif "@@L1-STATS " in line and phase:
             stats.append((phase, kv(line.split("@@L1-STATS ", 1)[1])))
@@ -71,7 +74,7 @@ def order(seq, known):
 
 
 def fmt(v, unit):
-    return f"{v:.0f}" if unit == "ticks" else f"{v:.6f}"
+    return f"{v:.1f}" if unit == "ticks" else f"{v:.6f}"
 
 
 def tables(rows):
@@ -79,6 +82,9 @@ def tables(rows):
     for bench in dict.fromkeys(r[0] for r in rows):
         sub = [r for r in rows if r[0] == bench]
         unit = sub[0][5]
+        if any(r[1] == "stock" for r in sub) or bench == "op_get_put":
+            out += op_table(bench, sub, rows)
+            continue
         phases = order([r[3] for r in sub], PHASE_ORDER)
         val = {(r[1], r[2], r[3]): r[4] for r in sub}
         keys = list(dict.fromkeys((r[1], r[2]) for r in sub))
@@ -102,6 +108,22 @@ def tables(rows):
     return "\n".join(out)
 
 
+def op_table(bench, sub, rows):
+    """A bench whose stock reference is a variant (the per-operation
+    benchmark): each value against op_map_unmap's stock pair."""
+    stock = {r[2]: r[4] for r in rows if r[0] == "op_map_unmap" and r[1] == "stock"}
+    out = [f"{bench} (ticks per pair, lower is better; stock/value: how many times"
+           f" cheaper than kvm_vcpu_map()+kvm_vcpu_unmap())",
+           f"{'variant':14} {'memory':10} {'phase':12} {'value':>12} {'stock/value':>14}"]
+    for r in sorted(sub, key=lambda r: (MEMORY_ORDER.index(r[2]) if r[2] in MEMORY_ORDER
+                                        else 9, r[1] != "stock", r[1])):
+        s = stock.get(r[2])
+        ratio = f"{s / r[4]:.1f}x" if s and r[4] else "-"
+        out.append(f"{r[1]:14} {r[2]:10} {r[3]:12} {fmt(r[4], r[5]):>12} {ratio:>14}")
+    out.append("")
+    return out
+
+
 def checks(rows, stats):
     """The numbers issue 8 asks about, computed, not asserted."""
     out = []
@@ -119,6 +141,23 @@ def checks(rows, stats):
     return "\n".join(out)
 
 
+def panels(rows):
+    """(title, unit, {x: {bar: value}}) per plot panel: the L2 round trip
+    by memory, each memslot_perf_test variant by memory, and the
+    per-operation benchmark by memory with one bar per operation."""
+    out = {}
+    for bench, var, mem, phase, value, unit in rows:
+        if bench.startswith("op_"):
+            key, bar = ("per-operation (ticks per pair)", unit), \
+                f"{'get+put' if bench == 'op_get_put' else 'map+unmap'} {var}"
+        elif bench == "l2_roundtrip":
+            key, bar = (f"{bench} (ticks)", unit), phase
+        else:
+            key, bar = (f"{bench} {var} ({unit} per iteration)", unit), phase
+        out.setdefault(key, {}).setdefault(mem, {})[bar] = value
+    return out
+
+
 def plot(rows, path):
     try:
         import matplotlib
@@ -127,26 +166,27 @@ def plot(rows, path):
     except ImportError:
         print("bench-report: no matplotlib (python3-matplotlib); no plot", file=sys.stderr)
         return
-    groups = list(dict.fromkeys((r[0], r[1]) for r in rows))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4), squeeze=False)
-    for ax, (bench, var) in zip(axes[0], groups):
-        sub = [r for r in rows if r[0] == bench and r[1] == var]
-        mems = order([r[2] for r in sub], MEMORY_ORDER)
-        phases = order([r[3] for r in sub], PHASE_ORDER)
-        val = {(r[2], r[3]): r[4] for r in sub}
-        width = 0.8 / len(phases)
-        for i, p in enumerate(phases):
+    groups = panels(rows)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4), squeeze=False)
+    for ax, ((title, unit), data) in zip(axes[0], groups.items()):
+        mems = order(list(data), MEMORY_ORDER)
+        bars = list(dict.fromkeys(b for m in mems for b in data[m]))
+        bars = order(bars, PHASE_ORDER) if set(bars) <= set(PHASE_ORDER) else bars
+        width = 0.8 / len(bars)
+        for i, b in enumerate(bars):
             xs = [j + i * width for j in range(len(mems))]
-            ax.bar(xs, [val.get((m, p), 0) for m in mems], width, label=p)
-        ax.set_xticks([j + width * (len(phases) - 1) / 2 for j in range(len(mems))])
+            ax.bar(xs, [data[m].get(b, 0) for m in mems], width, label=b)
+        ax.set_xticks([j + width * (len(bars) - 1) / 2 for j in range(len(mems))])
         ax.set_xticklabels(mems)
-        ax.set_title(f"{bench} {var}")
-        ax.set_ylabel(sub[0][5] + (" per round trip" if sub[0][5] == "ticks" else " per iteration"))
+        if title.startswith("per-operation"):
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize="medium")
+        ax.set_ylabel(unit)
         ax.legend(fontsize="small")
-    fig.suptitle("nvmx-gpc in Bochs 2.7 (emulated VMX): stock KVM vs the module"
-                 " (memslot_perf_test: test-bed Bochs build)", fontsize="medium")
+    fig.suptitle("nvmx-gpc in Bochs 2.7 (emulated VMX): stock KVM vs the module; lower is better"
+                 " (memslot_perf_test: the test bed's Bochs build)", fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     print(f"bench-report: wrote {path}")
 
 
@@ -160,6 +200,7 @@ SAMPLE = """\
 [   7.0] @@TEST-START cache l1_memslot_perf_unmanaged
 [   8.0] # @@L1-STATS memory=unmanaged hits=30 memremap=3 nested_run=1000
 [   8.5] # @@RESULT bench=memslot_perf variant=unmap_chunked memory=unmanaged value=0.5 unit=s
+[   8.6] # @@RESULT bench=op_map_unmap variant=stock memory=thp phase=stock value=900.5 unit=ticks
 [  20.0] @@TEST-END cache l1_memslot_perf_unmanaged rc=1 uptime=3.0
 """
 
@@ -172,7 +213,8 @@ def selftest():
         rows, stats, tests = parse(log)
     want = [("l2_roundtrip", "pages", "thp", "stock", 25000.0, "ticks"),
             ("l2_roundtrip", "pages", "thp", "cache", 20000.0, "ticks"),
-            ("memslot_perf", "unmap_chunked", "unmanaged", "cache", 0.5, "s")]
+            ("memslot_perf", "unmap_chunked", "unmanaged", "cache", 0.5, "s"),
+            ("op_map_unmap", "stock", "thp", "stock", 900.5, "ticks")]
     assert rows == want, rows
     assert stats == [("cache", {"memory": "unmanaged", "hits": "30", "memremap": "3",
                                 "nested_run": "1000"})], stats
@@ -181,6 +223,8 @@ def selftest():
         ("l1_memslot_perf_unmanaged", "1", 13.0)], tests
     table = tables(rows)
     assert "1.250x" in table, table
+    assert "op_map_unmap (ticks per pair" in table, table
+    assert len(panels(rows)) == 3, panels(rows)
     assert "3.000 per 1000" in checks(rows, stats)
     print("bench-report: selftest passed")
 
