@@ -175,7 +175,9 @@ def plot(rows, path):
         width = 0.8 / len(bars)
         for i, b in enumerate(bars):
             xs = [j + i * width for j in range(len(mems))]
-            ax.bar(xs, [data[m].get(b, 0) for m in mems], width, label=b)
+            colour = {"stock": "tab:blue", "passthrough": "tab:orange",
+                      "cache": "tab:green"}.get(b)
+            ax.bar(xs, [data[m].get(b, 0) for m in mems], width, label=b, color=colour)
         ax.set_xticks([j + width * (len(bars) - 1) / 2 for j in range(len(mems))])
         ax.set_xticklabels(mems)
         if title.startswith("per-operation"):

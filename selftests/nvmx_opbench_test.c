@@ -12,9 +12,9 @@
  *   miss     map() + unmap() of A and B in turn (every map() refreshes)
  *   get_put  get() + put() while A is mapped
  *
- * Memory (-m, default all three in turn): managed (4 KiB anonymous pages,
- * MADV_NOHUGEPAGE), thp (tail pages of a transparent huge page) or
- * unmanaged (/dev/mem above the host's mem=, no struct page).
+ * Memory (arguments, default all three in turn): managed (4 KiB anonymous
+ * pages, MADV_NOHUGEPAGE), thp (tail pages of a transparent huge page),
+ * unmanaged (/dev/mem above the host's mem=, -a: where; no struct page).
  *
  * The module's statistics must show that the loops took the paths they
  * are named after: at least n more hits and at least n more refreshes, and
@@ -207,40 +207,40 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 
 static void usage(const char *name)
 {
-	printf("usage: %s [-m managed|thp|unmanaged] [-n pairs] [-a phys]\n", name);
+	printf("usage: %s [-n pairs] [-a phys] [managed|thp|unmanaged]...\n", name);
 	exit(KSFT_FAIL);
 }
 
 int main(int argc, char *argv[])
 {
 	uint64_t phys = 0x40000000ul;
-	int opt, m, first = 0, last = NR_MEM - 1;
-	unsigned int n = 1000;
+	unsigned int n = 1000, nr = 0;
+	int opt, i, mems[NR_MEM];
 
-	while ((opt = getopt(argc, argv, "m:n:a:h")) != -1) {
-		switch (opt) {
-		case 'm':
-			m = nvmx_name_index(mem_names, NR_MEM, optarg);
-			if (m < 0)
-				usage(argv[0]);
-			first = last = m;
-			break;
-		case 'n':
+	while ((opt = getopt(argc, argv, "n:a:h")) != -1) {
+		if (opt == 'n')
 			n = strtoul(optarg, NULL, 0);
-			break;
-		case 'a':
+		else if (opt == 'a')
 			phys = strtoull(optarg, NULL, 0);
-			break;
-		default:
+		else
 			usage(argv[0]);
-		}
 	}
-	TEST_ASSERT(n > 0, "need at least one pair");
+	/* The memory kinds to measure, in order; all three by default. */
+	for (i = optind; i < argc && nr < NR_MEM; i++) {
+		mems[nr] = nvmx_name_index(mem_names, NR_MEM, argv[i]);
+		if (mems[nr++] < 0)
+			usage(argv[0]);
+	}
+	if (i < argc || !n)
+		usage(argv[0]);
+	for (i = 0; !nr && i < NR_MEM; i++)
+		mems[i] = i;
+	nr = nr ? nr : NR_MEM;
 
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
-	ksft_set_plan(last - first + 1);
-	for (m = first; m <= last; m++)
-		bench_memory(m, n, phys);
+	ksft_set_plan(nr);
+	for (i = 0; i < (int)nr; i++)
+		bench_memory(mems[i], n, phys);
 	ksft_finished();
 }
