@@ -94,6 +94,9 @@ def tables(rows):
         head += "".join(f" {'stock/' + p:>18}" for p in others)
         out.append(f"{bench} ({unit}{' per round trip' if unit == 'ticks' else ' per iteration'},"
                    f" lower is better; stock/phase > 1: the phase is faster)")
+        if bench == "memslot_perf":
+            out.append("  (the test bed's Bochs build of memslot_perf_test:"
+                       " testbed/l1/memslot_perf_test-bochs.patch)")
         out.append(head)
         for var, mem in keys:
             line = f"{var:14} {mem:10}"
