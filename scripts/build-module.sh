@@ -50,7 +50,7 @@ build_from_root() {
 step "module build from the top-level Kbuild" build_from_root
 
 # The test bed's own modules (never part of nvmx_gpc.ko), each in
-# testbed/NAME/ with its Kbuild: build_testbed NAME -> $OUT/NAME/NAME.ko.
+# testbed/NAME/ with its Kbuild: build_testbed NAME -> $OUT/NAME/nvmx_NAME.ko.
 build_testbed() {
 	local dir=$OUT/$1
 	mkdir -p "$dir"
