@@ -118,6 +118,8 @@
 
 #![forbid(unsafe_code)]
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 /// Shift of the host and guest page size.
 pub const PAGE_SHIFT: u32 = 12;
 
@@ -425,9 +427,8 @@ pub struct Invalidated {
 /// Per-cache counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Stats {
-    /// Hits counted by [`CacheState::lookup`].
-    pub hits: u64,
-    /// Misses counted by [`CacheState::lookup`].
+    /// Lookups that missed ([`CacheState::note_miss`]); the hits are
+    /// counted by the [`HitView`].
     pub misses: u64,
     /// Refreshes that installed a page.
     pub refreshes: u64,
@@ -456,6 +457,222 @@ struct Installed {
     resolved: Resolved,
 }
 
+/// A hit: what [`HitView::lookup`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Hit {
+    /// The host page frame number.
+    pub pfn: u64,
+    /// The kernel mapping token of the page.
+    pub mapping: u64,
+}
+
+/// The part of one cache that its vCPU uses without the cache's lock: a
+/// published copy of the valid installed page, and the vCPU's claim that
+/// its vmcs02 may hold that page's address.
+///
+/// # The hit path
+///
+/// A nested VM-entry that finds its page cached takes no lock:
+///
+/// ```text
+/// vCPU, map() of a hardware-visible page:    invalidation, under the lock:
+///     claim := true        (SeqCst)              key := 0          (SeqCst)
+///     read key, compare    (SeqCst)              read claim        (SeqCst)
+///     hit: fill kvm_host_map                     claim: request + kick
+///     miss: claim := previous value, lock, refresh
+/// vCPU, unmap():
+///     claim := false       (SeqCst)
+///     read key: 0 means invalid, lock and undo an alias (F9)
+/// ```
+///
+/// This is the store-buffering pattern of `vcpu->mode` against
+/// `kvm_make_all_cpus_request()`: with sequentially consistent operations
+/// on both sides, at least one side sees the other's store. Either the vCPU
+/// reads the withdrawn key and misses, or the invalidation reads the claim
+/// and kicks; both can happen (a spurious kick), neither-nor cannot. A page
+/// without a place in vmcs02 (MSR bitmap, eVMCS) claims nothing: its hit
+/// takes a page reference for KVM and then reads `key` again
+/// ([`HitView::still`]); a key that is still the same means no
+/// invalidation of the page had begun when the reference was taken.
+///
+/// # Invariants
+///
+/// - Outside the cache's lock, `key` is `page_of(gpa) + 1` of the installed
+///   page while the [`CacheState`] is valid, and 0 otherwise; `generation`,
+///   `pfn` and `mapping` are the installed page's while `key` is not 0.
+/// - Only the vCPU's thread (serialised by `vcpu->mutex`) publishes, so the
+///   fields other than `key` never change under the vCPU's own reads; other
+///   threads only withdraw (set `key` to 0).
+/// - Only the vCPU's thread writes `claim` and `hits`.
+pub struct HitView {
+    key: AtomicU64,
+    generation: AtomicU64,
+    pfn: AtomicU64,
+    mapping: AtomicU64,
+    claim: AtomicBool,
+    hits: AtomicU64,
+}
+
+impl HitView {
+    /// A view of an invalid cache, with no claim.
+    pub const fn new() -> Self {
+        HitView {
+            key: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            pfn: AtomicU64::new(0),
+            mapping: AtomicU64::new(0),
+            claim: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// The vCPU, without the lock: the published page if it is `gpa`'s
+    /// under memslot generation `generation`.
+    #[inline]
+    pub fn lookup(&self, gpa: u64, generation: u64) -> Option<Hit> {
+        if self.key.load(Ordering::SeqCst) != page_of(gpa) + 1
+            || self.generation.load(Ordering::Relaxed) != generation
+        {
+            return None;
+        }
+        Some(Hit {
+            pfn: self.pfn.load(Ordering::Relaxed),
+            mapping: self.mapping.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The vCPU, without the lock, after a [`HitView::lookup`] of `gpa`
+    /// that hit: whether the page is still published.
+    #[inline]
+    pub fn still(&self, gpa: u64) -> bool {
+        self.key.load(Ordering::SeqCst) == page_of(gpa) + 1
+    }
+
+    /// The vCPU, before its [`HitView::lookup`] of a hardware-visible page:
+    /// from now on its vmcs02 may hold the page. Returns the previous claim
+    /// for [`HitView::restore_claim`].
+    #[inline]
+    pub fn claim(&self) -> bool {
+        self.claim.swap(true, Ordering::SeqCst)
+    }
+
+    /// The vCPU: sets the claim (a miss gives back what
+    /// [`HitView::claim`] returned; a refresh sets it under the lock).
+    #[inline]
+    pub fn restore_claim(&self, claim: bool) {
+        self.claim.store(claim, Ordering::SeqCst);
+    }
+
+    /// The vCPU, at `unmap()` of a hardware-visible page: vmcs02 gets the
+    /// address again only through `map()`, so invalidations need not kick
+    /// any more. Returns whether the cache is invalid now, in which case
+    /// the caller takes the lock to undo an alias
+    /// ([`CacheState::take_invalid_alias`]).
+    #[inline]
+    pub fn release(&self) -> bool {
+        self.claim.store(false, Ordering::SeqCst);
+        self.key.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether the vCPU's vmcs02 may hold the page (an invalidation must
+    /// kick it).
+    pub fn claimed(&self) -> bool {
+        self.claim.load(Ordering::SeqCst)
+    }
+
+    /// The vCPU: counts a hit.
+    #[inline]
+    pub fn count_hit(&self) {
+        // The vCPU is the only writer: no read-modify-write needed.
+        let n = self.hits.load(Ordering::Relaxed);
+        self.hits.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Hits so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Under the lock, on the vCPU's thread: `resolved` is now the valid
+    /// page of `gpa` under `generation`.
+    fn publish(&self, gpa: u64, generation: u64, resolved: Resolved) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.pfn.store(resolved.pfn, Ordering::Relaxed);
+        self.mapping.store(resolved.mapping, Ordering::Relaxed);
+        self.key.store(page_of(gpa) + 1, Ordering::SeqCst);
+    }
+
+    /// Under the lock: nothing may be served from the view any more.
+    fn withdraw(&self) {
+        self.key.store(0, Ordering::SeqCst);
+    }
+
+    fn snapshot(&self) -> [u64; 6] {
+        [
+            self.key.load(Ordering::Relaxed),
+            self.generation.load(Ordering::Relaxed),
+            self.pfn.load(Ordering::Relaxed),
+            self.mapping.load(Ordering::Relaxed),
+            u64::from(self.claim.load(Ordering::Relaxed)),
+            self.hits.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+impl Default for HitView {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for HitView {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let [key, generation, pfn, mapping, claim, hits] = self.snapshot();
+        f.debug_struct("HitView")
+            .field("key", &key)
+            .field("generation", &generation)
+            .field("pfn", &pfn)
+            .field("mapping", &mapping)
+            .field("claim", &(claim != 0))
+            .field("hits", &hits)
+            .finish()
+    }
+}
+
+/// The model checker copies and compares whole worlds; the kernel never
+/// copies a view.
+#[cfg(feature = "model")]
+impl Clone for HitView {
+    fn clone(&self) -> Self {
+        let [key, generation, pfn, mapping, claim, hits] = self.snapshot();
+        HitView {
+            key: AtomicU64::new(key),
+            generation: AtomicU64::new(generation),
+            pfn: AtomicU64::new(pfn),
+            mapping: AtomicU64::new(mapping),
+            claim: AtomicBool::new(claim != 0),
+            hits: AtomicU64::new(hits),
+        }
+    }
+}
+
+#[cfg(feature = "model")]
+impl PartialEq for HitView {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+#[cfg(feature = "model")]
+impl Eq for HitView {}
+
+#[cfg(feature = "model")]
+impl core::hash::Hash for HitView {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.snapshot().hash(state);
+    }
+}
+
 /// The state of one cache, kept under the module's lock.
 ///
 /// # Invariants
@@ -469,12 +686,9 @@ struct Installed {
 /// - Only the ticket whose `id` equals `refresh_id` may install a page.
 /// - `raced` is set if a whole-cache invalidation happened since the
 ///   in-flight refresh (if any) began.
-/// - `hw_in_use` is set whenever the CPU may be using the HPA of
-///   `installed` (the kind is hardware-visible and the page was installed
-///   since the vCPU last left guest mode for good, see
-///   [`CacheState::begin_refresh`] and [`CacheState::deactivate`]). It is
-///   not cleared by invalidations: only a completed kick makes the CPU stop,
-///   and this state cannot see kicks complete.
+/// - The cache's [`HitView`] (passed to every method that changes the
+///   state) publishes `installed` exactly while `valid` holds, whenever the
+///   lock is not held.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheState {
     kind: PageKind,
@@ -483,7 +697,6 @@ pub struct CacheState {
     installed: Option<Installed>,
     refresh_id: u64,
     raced: bool,
-    hw_in_use: bool,
     stats: Stats,
 }
 
@@ -498,9 +711,7 @@ impl CacheState {
             installed: None,
             refresh_id: 0,
             raced: false,
-            hw_in_use: false,
             stats: Stats {
-                hits: 0,
                 misses: 0,
                 refreshes: 0,
                 retries: 0,
@@ -544,12 +755,6 @@ impl CacheState {
         self.installed.map(|i| i.generation)
     }
 
-    /// Returns whether the CPU may be using the installed page's HPA, so
-    /// that invalidating it requires a kick.
-    pub const fn hardware_in_use(&self) -> bool {
-        self.hw_in_use
-    }
-
     /// Returns the counters.
     pub const fn stats(&self) -> &Stats {
         &self.stats
@@ -589,24 +794,29 @@ impl CacheState {
         }
     }
 
-    /// Like [`CacheState::check`], under an exclusive lock, counting hits
-    /// and misses; a hit is [`CacheState::use_hit`].
-    pub fn lookup(&mut self, gpa: u64, generation: u64) -> Lookup {
-        let res = self.check(gpa, generation);
-        match res {
-            Lookup::Hit { .. } => self.use_hit(),
-            Lookup::Miss(_) => self.note_miss(),
+    /// The hit path of the module in one step, for callers that hold the
+    /// lock anyway (the single-vCPU model): [`HitView::claim`] for a
+    /// hardware-visible page, then [`HitView::lookup`]; a miss gives the
+    /// claim back and is counted.
+    pub fn lookup(&mut self, gpa: u64, generation: u64, view: &HitView) -> Lookup {
+        let claim = self.kind.hardware_visible();
+        let prev = claim && view.claim();
+        match view.lookup(gpa, generation) {
+            Some(hit) => {
+                view.count_hit();
+                Lookup::Hit {
+                    pfn: hit.pfn,
+                    mapping: hit.mapping,
+                }
+            }
+            None => {
+                if claim {
+                    view.restore_claim(prev);
+                }
+                self.note_miss();
+                self.check(gpa, generation)
+            }
         }
-        res
-    }
-
-    /// KVM takes the mapping that [`CacheState::check`] just returned as a
-    /// hit, under the same exclusive hold of the lock: counts the hit and,
-    /// for a hardware-visible page, notes that the vCPU's vmcs02 will hold
-    /// its address (see [`CacheState::hardware_in_use`]).
-    pub fn use_hit(&mut self) {
-        self.stats.hits += 1;
-        self.hw_in_use = self.kind.hardware_visible();
     }
 
     /// Counts a lookup that did not hit (the caller refreshes).
@@ -620,9 +830,9 @@ impl CacheState {
     /// came from. `None` if the cache is valid, holds a direct-map address
     /// (nothing to undo) or its page may still be in vmcs02. An in-flight
     /// refresh then finds no old mapping to return.
-    pub fn take_invalid_alias(&mut self) -> Option<Resolved> {
+    pub fn take_invalid_alias(&mut self, view: &HitView) -> Option<Resolved> {
         match self.installed {
-            Some(inst) if !self.valid && !self.hw_in_use && inst.resolved.unmanaged => {
+            Some(inst) if !self.valid && !view.claimed() && inst.resolved.unmanaged => {
                 self.installed = None;
                 Some(inst.resolved)
             }
@@ -634,13 +844,6 @@ impl CacheState {
     /// will once the vCPU has left L2.
     pub fn has_invalid_alias(&self) -> bool {
         !self.valid && self.installed.is_some_and(|i| i.resolved.unmanaged)
-    }
-
-    /// KVM unmapped the page (nested VM-exit, VMXOFF, vCPU teardown, or the
-    /// first half of a vmcs02 reload): the vCPU runs no L2 with this address
-    /// until the next `map()`, so invalidations need not kick it any more.
-    pub fn unmapped(&mut self) {
-        self.hw_in_use = false;
     }
 
     /// Starts a refresh of `gpa`, which memslot generation `generation`
@@ -660,6 +863,7 @@ impl CacheState {
         generation: u64,
         uhva: u64,
         inval: &InvalSeq,
+        view: &HitView,
     ) -> Result<RefreshTicket, RefreshError> {
         if !self.active {
             return Err(RefreshError::Inactive);
@@ -670,9 +874,10 @@ impl CacheState {
         // The vCPU is out of guest mode (caller contract) and cannot enter
         // with the old HPA while the cache is invalid.
         self.valid = false;
+        view.withdraw();
+        view.restore_claim(false);
         self.refresh_id = self.refresh_id.wrapping_add(1);
         self.raced = false;
-        self.hw_in_use = false;
         Ok(RefreshTicket {
             id: self.refresh_id,
             gpa,
@@ -689,8 +894,9 @@ impl CacheState {
         ticket: RefreshTicket,
         resolved: Resolved,
         inval: &InvalSeq,
+        view: &HitView,
     ) -> Commit {
-        self.finish(ticket, resolved, inval, Checks::ALL)
+        self.finish(ticket, resolved, inval, view, Checks::ALL)
     }
 
     /// A broken [`CacheState::finish_refresh`], only for the model checker.
@@ -704,6 +910,7 @@ impl CacheState {
         ticket: RefreshTicket,
         resolved: Resolved,
         inval: &InvalSeq,
+        view: &HitView,
         mutant: Mutant,
     ) -> Commit {
         let checks = match mutant {
@@ -716,7 +923,7 @@ impl CacheState {
                 ..Checks::ALL
             },
         };
-        self.finish(ticket, resolved, inval, checks)
+        self.finish(ticket, resolved, inval, view, checks)
     }
 
     fn finish(
@@ -724,6 +931,7 @@ impl CacheState {
         ticket: RefreshTicket,
         resolved: Resolved,
         inval: &InvalSeq,
+        view: &HitView,
         checks: Checks,
     ) -> Commit {
         if !self.active || ticket.id != self.refresh_id {
@@ -747,8 +955,9 @@ impl CacheState {
             resolved,
         });
         self.valid = true;
-        // INVARIANT: The vCPU may now write the new HPA to vmcs02 and enter.
-        self.hw_in_use = self.kind.hardware_visible();
+        view.publish(ticket.gpa, ticket.generation, resolved);
+        // The vCPU may now write the new HPA to vmcs02 and enter.
+        view.restore_claim(self.kind.hardware_visible());
         self.stats.refreshes += 1;
         if resolved.unmanaged {
             self.stats.memremap += 1;
@@ -761,7 +970,7 @@ impl CacheState {
     ///
     /// A refresh in flight is not affected here; [`InvalSeq::begin`], which
     /// the caller calls first, makes it retry.
-    pub fn invalidate_range(&mut self, start: u64, end: u64) -> Invalidated {
+    pub fn invalidate_range(&mut self, start: u64, end: u64, view: &HitView) -> Invalidated {
         let overlaps = match self.installed {
             Some(inst) => inst.uhva < end && start < inst.uhva.saturating_add(PAGE_SIZE),
             None => false,
@@ -772,7 +981,7 @@ impl CacheState {
                 kick_vcpu: false,
             };
         }
-        self.invalidate(InvalCause::Notifier)
+        self.invalidate(InvalCause::Notifier, view)
     }
 
     /// Invalidates the cache whatever it holds, and makes an in-flight
@@ -780,11 +989,11 @@ impl CacheState {
     ///
     /// Use it for memslot updates (`cause` is [`InvalCause::Memslot`]) and
     /// before teardown.
-    pub fn invalidate_all(&mut self, cause: InvalCause) -> Invalidated {
+    pub fn invalidate_all(&mut self, cause: InvalCause, view: &HitView) -> Invalidated {
         // INVARIANT: The in-flight refresh (if any) saw a whole-cache
         // invalidation after it began.
         self.raced = true;
-        self.invalidate(cause)
+        self.invalidate(cause, view)
     }
 
     /// Deactivates the cache and returns the installed mapping, which the
@@ -796,7 +1005,7 @@ impl CacheState {
     /// (vCPU thread under `vcpu->mutex`, as `free_nested()`), or the caller
     /// must kick it first and keep it out; [`CacheState::hardware_in_use`]
     /// tells whether that matters.
-    pub fn deactivate(&mut self) -> Option<Resolved> {
+    pub fn deactivate(&mut self, view: &HitView) -> Option<Resolved> {
         if self.valid {
             self.stats.inval_teardown += 1;
         }
@@ -805,17 +1014,20 @@ impl CacheState {
         // the page.
         self.active = false;
         self.valid = false;
-        self.hw_in_use = false;
+        view.withdraw();
+        view.restore_claim(false);
         self.refresh_id = self.refresh_id.wrapping_add(1);
         self.installed.take().map(|i| i.resolved)
     }
 
-    fn invalidate(&mut self, cause: InvalCause) -> Invalidated {
+    fn invalidate(&mut self, cause: InvalCause, view: &HitView) -> Invalidated {
         let was_valid = self.valid;
-        // INVARIANT: Clearing `valid` preserves every invariant. `hw_in_use`
+        // INVARIANT: Clearing `valid` preserves every invariant. The claim
         // stays: the CPU stops only when the caller's kick completes.
         self.valid = false;
-        let kick_vcpu = self.hw_in_use;
+        // First withdraw, then read the claim: see "The hit path".
+        view.withdraw();
+        let kick_vcpu = view.claimed();
         if was_valid {
             match cause {
                 InvalCause::Notifier => self.stats.inval_notifier += 1,
@@ -876,15 +1088,16 @@ mod tests {
         }
     }
 
-    fn refreshed(kind: PageKind, inval: &InvalSeq, pfn: u64) -> CacheState {
+    fn refreshed(kind: PageKind, inval: &InvalSeq, pfn: u64) -> (CacheState, HitView) {
         let mut c = CacheState::new(kind);
+        let v = HitView::new();
         c.activate();
-        let t = c.begin_refresh(GPA, 1, UHVA, inval).unwrap();
+        let t = c.begin_refresh(GPA, 1, UHVA, inval, &v).unwrap();
         assert_eq!(
-            c.finish_refresh(t, res(pfn), inval),
+            c.finish_refresh(t, res(pfn), inval, &v),
             Commit::Installed { old: None }
         );
-        c
+        (c, v)
     }
 
     #[test]
@@ -941,7 +1154,16 @@ mod tests {
         assert_eq!(c.check(GPA, 1), Lookup::Miss(MissReason::Inactive));
         c.activate();
         assert_eq!(c.check(GPA, 1), Lookup::Miss(MissReason::Invalid));
-        let c = refreshed(PageKind::VirtualApic, &inval, 42);
+        let (c, v) = refreshed(PageKind::VirtualApic, &inval, 42);
+        assert_eq!(
+            v.lookup(GPA + 0x80, 1),
+            Some(Hit {
+                pfn: 42,
+                mapping: res(42).mapping
+            })
+        );
+        assert_eq!(v.lookup(GPA + PAGE_SIZE, 1), None);
+        assert_eq!(v.lookup(GPA, 2), None);
         assert_eq!(
             c.check(GPA + 0x80, 1),
             Lookup::Hit {
@@ -959,22 +1181,38 @@ mod tests {
     #[test]
     fn lookup_counts() {
         let inval = InvalSeq::new();
-        let mut c = refreshed(PageKind::MsrBitmap, &inval, 7);
-        assert!(matches!(c.lookup(GPA, 1), Lookup::Hit { .. }));
-        assert!(matches!(c.lookup(GPA, 2), Lookup::Miss(_)));
-        assert_eq!((c.stats().hits, c.stats().misses), (1, 1));
+        let (mut c, v) = refreshed(PageKind::MsrBitmap, &inval, 7);
+        assert!(matches!(c.lookup(GPA, 1, &v), Lookup::Hit { .. }));
+        assert!(matches!(c.lookup(GPA, 2, &v), Lookup::Miss(_)));
+        assert_eq!((v.hits(), c.stats().misses), (1, 1));
+        // Claims: only a hardware-visible page's hit claims, a miss gives
+        // the claim back, unmap releases it.
+        assert!(!v.claimed());
+        let (mut c, v) = refreshed(PageKind::VirtualApic, &inval, 7);
+        assert!(v.claimed() && !v.release() && !v.claimed());
+        assert!(matches!(c.lookup(GPA, 1, &v), Lookup::Hit { .. }));
+        assert!(v.claimed());
+        assert!(!v.release());
+        assert!(matches!(c.lookup(GPA, 2, &v), Lookup::Miss(_)));
+        assert!(!v.claimed());
+        // An invalidation withdraws the page; the release then says so.
+        assert!(matches!(c.lookup(GPA, 1, &v), Lookup::Hit { .. }));
+        assert!(c.invalidate_range(0, u64::MAX, &v).kick_vcpu);
+        assert!(v.lookup(GPA, 1).is_none() && !v.still(GPA));
+        assert!(v.release());
     }
 
     #[test]
     fn begin_refresh_inactive_and_invalidates() {
         let inval = InvalSeq::new();
         let mut c = CacheState::new(PageKind::PiDesc);
+        let v = HitView::new();
         assert_eq!(
-            c.begin_refresh(GPA, 1, UHVA, &inval),
+            c.begin_refresh(GPA, 1, UHVA, &inval, &v),
             Err(RefreshError::Inactive)
         );
-        let mut c2 = refreshed(PageKind::PiDesc, &inval, 9);
-        let t = c2.begin_refresh(GPA, 1, UHVA + 0x40, &inval).unwrap();
+        let (mut c2, v2) = refreshed(PageKind::PiDesc, &inval, 9);
+        let t = c2.begin_refresh(GPA, 1, UHVA + 0x40, &inval, &v2).unwrap();
         assert_eq!(t.uhva(), UHVA);
         assert_eq!(t.gpa(), GPA);
         assert!(!c2.is_valid());
@@ -982,16 +1220,16 @@ mod tests {
         // The old page stays installed until the refresh commits.
         assert_eq!(c2.installed(), Some(res(9)));
         c.activate();
-        assert!(c.begin_refresh(GPA, 1, UHVA, &inval).is_ok());
+        assert!(c.begin_refresh(GPA, 1, UHVA, &inval, &v).is_ok());
     }
 
     #[test]
     fn finish_returns_old_mapping() {
         let inval = InvalSeq::new();
-        let mut c = refreshed(PageKind::Evmcs, &inval, 1);
-        let t = c.begin_refresh(GPA, 2, UHVA, &inval).unwrap();
+        let (mut c, v) = refreshed(PageKind::Evmcs, &inval, 1);
+        let t = c.begin_refresh(GPA, 2, UHVA, &inval, &v).unwrap();
         assert_eq!(
-            c.finish_refresh(t, res(2), &inval),
+            c.finish_refresh(t, res(2), &inval, &v),
             Commit::Installed { old: Some(res(1)) }
         );
         assert_eq!(c.generation(), Some(2));
@@ -1002,25 +1240,26 @@ mod tests {
     fn finish_retries_after_invalidation() {
         let mut inval = InvalSeq::new();
         let mut c = CacheState::new(PageKind::ApicAccess);
+        let v = HitView::new();
         c.activate();
         // In progress at finish.
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
         inval.begin().unwrap();
         assert_eq!(
-            c.finish_refresh(t, res(3), &inval),
+            c.finish_refresh(t, res(3), &inval, &v),
             Commit::Retry { discard: res(3) }
         );
         // In progress at the snapshot, ended before finish.
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
         inval.end().unwrap();
         assert_eq!(
-            c.finish_refresh(t, res(4), &inval),
+            c.finish_refresh(t, res(4), &inval, &v),
             Commit::Retry { discard: res(4) }
         );
         // Quiet.
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
         assert!(matches!(
-            c.finish_refresh(t, res(5), &inval),
+            c.finish_refresh(t, res(5), &inval, &v),
             Commit::Installed { old: None }
         ));
         assert_eq!(c.stats().retries, 2);
@@ -1030,18 +1269,19 @@ mod tests {
     fn finish_retries_after_invalidate_all() {
         let inval = InvalSeq::new();
         let mut c = CacheState::new(PageKind::VirtualApic);
+        let v = HitView::new();
         c.activate();
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
-        let r = c.invalidate_all(InvalCause::Memslot);
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
+        let r = c.invalidate_all(InvalCause::Memslot, &v);
         assert!(!r.was_valid && !r.kick_vcpu);
         assert_eq!(
-            c.finish_refresh(t, res(3), &inval),
+            c.finish_refresh(t, res(3), &inval, &v),
             Commit::Retry { discard: res(3) }
         );
         // The next refresh starts clean.
-        let t = c.begin_refresh(GPA, 2, UHVA, &inval).unwrap();
+        let t = c.begin_refresh(GPA, 2, UHVA, &inval, &v).unwrap();
         assert!(matches!(
-            c.finish_refresh(t, res(3), &inval),
+            c.finish_refresh(t, res(3), &inval, &v),
             Commit::Installed { .. }
         ));
     }
@@ -1049,30 +1289,30 @@ mod tests {
     #[test]
     fn stale_ticket_after_deactivate_or_takeover() {
         let inval = InvalSeq::new();
-        let mut c = refreshed(PageKind::VirtualApic, &inval, 1);
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
-        assert_eq!(c.deactivate(), Some(res(1)));
+        let (mut c, v) = refreshed(PageKind::VirtualApic, &inval, 1);
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
+        assert_eq!(c.deactivate(&v), Some(res(1)));
         assert!(!c.is_active() && !c.is_valid() && c.installed().is_none());
         assert_eq!(
-            c.finish_refresh(t, res(2), &inval),
+            c.finish_refresh(t, res(2), &inval, &v),
             Commit::Stale { discard: res(2) }
         );
         c.activate();
-        let t1 = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
-        let t2 = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
+        let t1 = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
+        let t2 = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
         assert_eq!(
-            c.finish_refresh(t1, res(3), &inval),
+            c.finish_refresh(t1, res(3), &inval, &v),
             Commit::Stale { discard: res(3) }
         );
         assert!(matches!(
-            c.finish_refresh(t2, res(4), &inval),
+            c.finish_refresh(t2, res(4), &inval, &v),
             Commit::Installed { old: None }
         ));
         assert_eq!(c.stats().stale, 2);
         // The refresh had already made the cache invalid.
         assert_eq!(c.stats().inval_teardown, 0);
-        let mut c = refreshed(PageKind::ApicAccess, &inval, 1);
-        assert_eq!(c.deactivate(), Some(res(1)));
+        let (mut c, v) = refreshed(PageKind::ApicAccess, &inval, 1);
+        assert_eq!(c.deactivate(&v), Some(res(1)));
         assert_eq!(c.stats().inval_teardown, 1);
     }
 
@@ -1080,12 +1320,12 @@ mod tests {
     fn invalidate_range_overlap_and_kind() {
         let inval = InvalSeq::new();
         for kind in PageKind::ALL {
-            let mut c = refreshed(kind, &inval, 1);
-            let miss = c.invalidate_range(UHVA + PAGE_SIZE, UHVA + 2 * PAGE_SIZE);
+            let (mut c, v) = refreshed(kind, &inval, 1);
+            let miss = c.invalidate_range(UHVA + PAGE_SIZE, UHVA + 2 * PAGE_SIZE, &v);
             assert!(!miss.was_valid && c.is_valid());
-            let miss = c.invalidate_range(0, UHVA);
+            let miss = c.invalidate_range(0, UHVA, &v);
             assert!(!miss.was_valid && c.is_valid());
-            let hit = c.invalidate_range(UHVA + 0x800, UHVA + 0x801);
+            let hit = c.invalidate_range(UHVA + 0x800, UHVA + 0x801, &v);
             assert_eq!(
                 hit,
                 Invalidated {
@@ -1096,7 +1336,7 @@ mod tests {
             assert!(!c.is_valid() && c.is_active());
             // A second invalidation may overtake the first one's kick, so it
             // must kick too.
-            let again = c.invalidate_range(0, u64::MAX);
+            let again = c.invalidate_range(0, u64::MAX, &v);
             assert_eq!(
                 again,
                 Invalidated {
@@ -1107,21 +1347,21 @@ mod tests {
             assert_eq!(c.stats().inval_notifier, 1);
             assert_eq!(c.stats().reloads, 2 * u64::from(kind.hardware_visible()));
             // Once the vCPU refreshes (out of guest mode), no more kicks.
-            let _t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
-            assert!(!c.hardware_in_use());
-            assert!(!c.invalidate_range(0, u64::MAX).kick_vcpu);
+            let _t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
+            assert!(!v.claimed());
+            assert!(!c.invalidate_range(0, u64::MAX, &v).kick_vcpu);
         }
     }
 
     #[test]
     fn deactivate_stops_kicks() {
         let inval = InvalSeq::new();
-        let mut c = refreshed(PageKind::ApicAccess, &inval, 1);
-        assert!(c.hardware_in_use());
-        let _ = c.deactivate();
-        assert!(!c.hardware_in_use());
+        let (mut c, v) = refreshed(PageKind::ApicAccess, &inval, 1);
+        assert!(v.claimed());
+        let _ = c.deactivate(&v);
+        assert!(!v.claimed());
         assert_eq!(
-            c.invalidate_range(0, u64::MAX),
+            c.invalidate_range(0, u64::MAX, &v),
             Invalidated {
                 was_valid: false,
                 kick_vcpu: false
@@ -1132,12 +1372,12 @@ mod tests {
     #[test]
     fn invalidate_all_causes() {
         let inval = InvalSeq::new();
-        let mut c = refreshed(PageKind::PiDesc, &inval, 1);
-        assert!(c.invalidate_all(InvalCause::Memslot).kick_vcpu);
-        let again = c.invalidate_all(InvalCause::Memslot);
+        let (mut c, v) = refreshed(PageKind::PiDesc, &inval, 1);
+        assert!(c.invalidate_all(InvalCause::Memslot, &v).kick_vcpu);
+        let again = c.invalidate_all(InvalCause::Memslot, &v);
         assert!(!again.was_valid && again.kick_vcpu);
-        let mut c2 = refreshed(PageKind::MsrBitmap, &inval, 1);
-        let r = c2.invalidate_all(InvalCause::Teardown);
+        let (mut c2, v2) = refreshed(PageKind::MsrBitmap, &inval, 1);
+        let r = c2.invalidate_all(InvalCause::Teardown, &v2);
         assert!(r.was_valid && !r.kick_vcpu);
         assert_eq!((c.stats().inval_memslot, c2.stats().inval_teardown), (1, 1));
         assert_eq!((c.stats().reloads, c2.stats().reloads), (2, 0));
@@ -1147,14 +1387,15 @@ mod tests {
     fn memremap_counted() {
         let inval = InvalSeq::new();
         let mut c = CacheState::new(PageKind::VirtualApic);
+        let v = HitView::new();
         c.activate();
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
         let r = Resolved {
             unmanaged: true,
             ..res(5)
         };
         assert!(matches!(
-            c.finish_refresh(t, r, &inval),
+            c.finish_refresh(t, r, &inval, &v),
             Commit::Installed { .. }
         ));
         assert_eq!(c.stats().memremap, 1);
@@ -1164,18 +1405,19 @@ mod tests {
     fn mutants_skip_their_check() {
         let mut inval = InvalSeq::new();
         let mut c = CacheState::new(PageKind::VirtualApic);
+        let v = HitView::new();
         c.activate();
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
         inval.begin().unwrap();
         assert!(matches!(
-            c.finish_refresh_mutant(t, res(1), &inval, Mutant::IgnoreSeq),
+            c.finish_refresh_mutant(t, res(1), &inval, &v, Mutant::IgnoreSeq),
             Commit::Installed { .. }
         ));
         inval.end().unwrap();
-        let t = c.begin_refresh(GPA, 1, UHVA, &inval).unwrap();
-        let _ = c.invalidate_all(InvalCause::Memslot);
+        let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
+        let _ = c.invalidate_all(InvalCause::Memslot, &v);
         assert!(matches!(
-            c.finish_refresh_mutant(t, res(2), &inval, Mutant::IgnoreRaced),
+            c.finish_refresh_mutant(t, res(2), &inval, &v, Mutant::IgnoreRaced),
             Commit::Installed { .. }
         ));
     }

@@ -38,7 +38,7 @@ mod common;
 
 use common::{Model, Outcome};
 use nvmx_cache_model::{
-    CacheState, Commit, InvalCause, InvalSeq, Lookup, Mutant, PageKind, Resolved,
+    CacheState, Commit, HitView, InvalCause, InvalSeq, Lookup, Mutant, PageKind, Resolved,
 };
 
 const GPA: u64 = 0x5000;
@@ -199,6 +199,8 @@ struct World {
     faults: Faults,
     inval: InvalSeq,
     cache: CacheState,
+    /// The cache's lock-free half.
+    view: HitView,
     /// Current memslot generation.
     gen: u64,
     /// Host page tables: the pfn behind `U0` and behind `U1`.
@@ -221,6 +223,7 @@ impl World {
             faults,
             inval: InvalSeq::new(),
             cache: CacheState::new(kind),
+            view: HitView::new(),
             gen: 0,
             pt: [100, 200],
             next_pfn: UNMANAGED_BASE,
@@ -231,10 +234,10 @@ impl World {
         };
         w.cache.activate();
         if warm {
-            let t = w.cache.begin_refresh(GPA, 0, U0, &w.inval).unwrap();
+            let t = w.cache.begin_refresh(GPA, 0, U0, &w.inval, &w.view).unwrap();
             let r = w.map(w.pt_get(U0));
             assert_eq!(
-                w.cache.finish_refresh(t, r, &w.inval),
+                w.cache.finish_refresh(t, r, &w.inval, &w.view),
                 Commit::Installed { old: None }
             );
         }
@@ -311,7 +314,7 @@ impl World {
 
     fn step_vcpu(&mut self, v: &mut Vcpu) -> Result<String, String> {
         Ok(match v.pc {
-            VPc::Check => match self.cache.lookup(GPA, self.gen) {
+            VPc::Check => match self.cache.lookup(GPA, self.gen, &self.view) {
                 Lookup::Hit { pfn, .. } => {
                     if pfn != self.backing() {
                         return Err(format!("vCPU hit pfn {pfn}, backing is {}", self.backing()));
@@ -322,7 +325,7 @@ impl World {
                 }
                 Lookup::Miss(why) => {
                     let uhva = self.slot_uhva();
-                    match self.cache.begin_refresh(GPA, self.gen, uhva, &self.inval) {
+                    match self.cache.begin_refresh(GPA, self.gen, uhva, &self.inval, &self.view) {
                         Ok(t) => {
                             v.ticket = Some(t);
                             v.pc = VPc::Resolve;
@@ -346,8 +349,8 @@ impl World {
                 let t = v.ticket.take().unwrap();
                 let r = v.resolved.take().unwrap();
                 let commit = match self.faults.state {
-                    None => self.cache.finish_refresh(t, r, &self.inval),
-                    Some(m) => self.cache.finish_refresh_mutant(t, r, &self.inval, m),
+                    None => self.cache.finish_refresh(t, r, &self.inval, &self.view),
+                    Some(m) => self.cache.finish_refresh_mutant(t, r, &self.inval, &self.view, m),
                 };
                 match commit {
                     Commit::Installed { old } => {
@@ -383,11 +386,12 @@ impl World {
             }
             VPc::Exit => {
                 self.hw = None;
+                let _ = self.view.release();
                 v.pc = VPc::Teardown;
                 "vcpu: exit guest".to_string()
             }
             VPc::Teardown => {
-                if let Some(r) = self.cache.deactivate() {
+                if let Some(r) = self.cache.deactivate(&self.view) {
                     self.release(r)?;
                 }
                 v.pc = VPc::Done;
@@ -402,7 +406,7 @@ impl World {
         i.idx += 1;
         let (start, end) = (i.uhva, i.uhva + 4096);
         let mut invalidate = |w: &mut World| {
-            let r = w.cache.invalidate_range(start, end);
+            let r = w.cache.invalidate_range(start, end, &w.view);
             i.kick = r.kick_vcpu
                 && !w.faults.no_kick
                 && (r.was_valid || !w.faults.kick_only_if_was_valid);
@@ -449,7 +453,7 @@ impl World {
                 format!("memslot: generation {}, gpa -> {:#x}", self.gen, U1)
             }
             MPc::InvalAll => {
-                let r = self.cache.invalidate_all(InvalCause::Memslot);
+                let r = self.cache.invalidate_all(InvalCause::Memslot, &self.view);
                 m.kick = r.kick_vcpu;
                 m.pc = MPc::Kick;
                 format!("memslot: invalidate_all -> {r:?}")
@@ -473,7 +477,8 @@ impl World {
                 _ => None,
             }
         } else {
-            match self.cache.lookup(GPA, self.gen) {
+            // get(): under the lock, shared; no claim, no count.
+            match self.cache.check(GPA, self.gen) {
                 Lookup::Hit { pfn, .. } => Some(pfn),
                 Lookup::Miss(_) => None,
             }
@@ -530,7 +535,7 @@ impl Model for World {
             Actor::Invalidator(i) => self.step_invalidator(i)?,
             Actor::Memslot(m) => self.step_memslot(m)?,
             Actor::RemoteTeardown { done } => {
-                if let Some(r) = self.cache.deactivate() {
+                if let Some(r) = self.cache.deactivate(&self.view) {
                     self.release(r)?;
                 }
                 *done = true;
@@ -559,6 +564,16 @@ impl Model for World {
                     self.pt_get(uhva)
                 ));
             }
+        }
+        let published = self.view.lookup(GPA, self.gen).map(|h| h.pfn);
+        let checked = match c.check(GPA, self.gen) {
+            Lookup::Hit { pfn, .. } => Some(pfn),
+            Lookup::Miss(_) => None,
+        };
+        if published != checked {
+            return Err(format!(
+                "the hit view publishes {published:?}, the locked state gives {checked:?}"
+            ));
         }
         if let Lookup::Hit { pfn, .. } = c.check(GPA, self.gen) {
             if pfn != self.backing() {

@@ -50,7 +50,9 @@
 mod common;
 
 use common::{Model, Outcome};
-use nvmx_cache_model::{CacheState, Commit, InvalSeq, Lookup, PageKind, RefreshTicket, Resolved};
+use nvmx_cache_model::{
+    CacheState, Commit, Hit, HitView, InvalSeq, PageKind, RefreshTicket, Resolved,
+};
 
 const NR_VCPUS: usize = 2;
 /// The two host pages: `UA` and `UB`, one page each.
@@ -82,8 +84,11 @@ struct Faults {
     /// F3: the requests are made after the whole walk, once the cache locks
     /// are dropped (the code before 250dc60).
     request_after_walk: bool,
-    /// F7: `unmap()` does not clear `hw_in_use` (`break_sticky_hw`).
+    /// F7: `unmap()` does not release the claim (`break_sticky_hw`).
     sticky_hw: bool,
+    /// The lock-free hit reads the published page before it claims it
+    /// (the store-buffering pair of `HitView` in the wrong order).
+    check_before_claim: bool,
     /// F5: the kick and its wait run after the VM lock is dropped (the code
     /// before 250dc60), so `vcpu_free()` can run in between.
     kick_after_unlock: bool,
@@ -103,6 +108,7 @@ const NONE: Faults = Faults {
     nonblock_eagain_at_once: false,
     request_after_walk: false,
     sticky_hw: false,
+    check_before_claim: false,
     kick_after_unlock: false,
     kick_only_if_was_valid: false,
     lenient_warns: false,
@@ -133,13 +139,18 @@ const KICK_AFTER_UNLOCK: Faults = Faults {
     kick_after_unlock: true,
     ..NONE
 };
-const MUTANTS: [Faults; 6] = [
+const CHECK_BEFORE_CLAIM: Faults = Faults {
+    check_before_claim: true,
+    ..NONE
+};
+const MUTANTS: [Faults; 7] = [
     KICK_VCPU0,
     NONBLOCK_EAGAIN,
     NONBLOCK_EAGAIN_AT_ONCE,
     REQUEST_AFTER_WALK,
     STICKY_HW,
     KICK_AFTER_UNLOCK,
+    CHECK_BEFORE_CLAIM,
 ];
 
 /// `f` on a host that does not panic on `WARN`.
@@ -153,11 +164,13 @@ const fn lenient(f: Faults) -> Faults {
 /// Where a vCPU thread is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum VPc {
-    /// `map()` fast path: under the cache lock, `check`, on a hit
-    /// `use_hit`.
+    /// `map()` fast path, no lock: `HitView::claim` (one atomic step).
     MapFast,
+    /// `map()` fast path, no lock: `HitView::lookup`; a miss gives the
+    /// claim back.
+    MapCheck,
     /// `map()` slow path: under the VM lock and the cache lock,
-    /// `begin_refresh`.
+    /// `note_miss` and `begin_refresh`.
     MapBegin,
     /// No lock: resolve the uhva and map the page.
     Resolve,
@@ -166,8 +179,8 @@ enum VPc {
     /// Top of `vcpu_enter_guest()`: `kvm_check_request()` clears a pending
     /// reload request, and the vCPU goes to reload the page.
     Requests,
-    /// The first half of the reload: `unmap()` (`unmapped()` under the cache
-    /// lock); then `map()`.
+    /// The first half of the reload: `unmap()` (`HitView::release`); then
+    /// `map()`.
     Unmap,
     /// Event injection: `get()` under the cache lock (read).
     Inject,
@@ -192,6 +205,11 @@ struct Vcpu {
     /// The host page that backs this vCPU's gpa.
     uhva: u64,
     cache: CacheState,
+    view: HitView,
+    /// What `MapFast` left for `MapCheck`: the previous claim, or (with
+    /// `check_before_claim`) the lookup's result.
+    prev_claim: bool,
+    peek: Option<Hit>,
     /// `KVM_REQ_NESTED_PAGES_RELOAD` is pending on this vCPU.
     request: bool,
     /// KVM holds a map of the page (from a successful `map()` to `unmap()`).
@@ -381,24 +399,43 @@ impl World {
         let gpa = GPA[i];
         let mut v = self.vcpus[i].clone();
         let what = match v.pc {
-            VPc::MapFast => match v.cache.check(gpa, 0) {
-                Lookup::Hit { pfn, .. } => {
-                    v.cache.use_hit();
-                    v.mapped = true;
-                    v.entry_pfn = pfn;
-                    v.pc = VPc::Requests;
-                    format!("map: hit pfn {pfn}")
+            VPc::MapFast => {
+                v.pc = VPc::MapCheck;
+                if self.faults.check_before_claim {
+                    v.peek = v.view.lookup(gpa, 0);
+                    format!("map: lookup first -> {:?}", v.peek)
+                } else {
+                    v.prev_claim = v.view.claim();
+                    "map: claim".to_string()
                 }
-                Lookup::Miss(why) => {
-                    v.cache.note_miss();
-                    v.pc = VPc::MapBegin;
-                    format!("map: miss {why:?}")
+            }
+            VPc::MapCheck => {
+                let hit = if self.faults.check_before_claim {
+                    v.prev_claim = v.view.claim();
+                    v.peek.take()
+                } else {
+                    v.view.lookup(gpa, 0)
+                };
+                match hit {
+                    Some(h) => {
+                        v.view.count_hit();
+                        v.mapped = true;
+                        v.entry_pfn = h.pfn;
+                        v.pc = VPc::Requests;
+                        format!("map: hit pfn {}", h.pfn)
+                    }
+                    None => {
+                        v.view.restore_claim(v.prev_claim);
+                        v.pc = VPc::MapBegin;
+                        "map: miss, claim given back".to_string()
+                    }
                 }
-            },
+            }
             VPc::MapBegin => {
+                v.cache.note_miss();
                 let t = v
                     .cache
-                    .begin_refresh(gpa, 0, v.uhva, &self.inval)
+                    .begin_refresh(gpa, 0, v.uhva, &self.inval, &v.view)
                     .map_err(|e| format!("vcpu{i}: begin_refresh {e:?}"))?;
                 v.ticket = Some(t);
                 v.pc = VPc::Resolve;
@@ -413,7 +450,7 @@ impl World {
             VPc::Finish => {
                 let t = v.ticket.take().unwrap();
                 let r = v.resolved.take().unwrap();
-                let commit = v.cache.finish_refresh(t, r, &self.inval);
+                let commit = v.cache.finish_refresh(t, r, &self.inval, &v.view);
                 match commit {
                     Commit::Installed { old } => {
                         if let Some(old) = old {
@@ -484,7 +521,7 @@ impl World {
             }
             VPc::Unmap => {
                 if !self.faults.sticky_hw {
-                    v.cache.unmapped();
+                    let _ = v.view.release();
                 }
                 v.mapped = false;
                 v.pc = VPc::MapFast;
@@ -499,14 +536,14 @@ impl World {
             VPc::InGuest => {
                 v.hw = None;
                 if !self.faults.sticky_hw {
-                    v.cache.unmapped();
+                    let _ = v.view.release();
                 }
                 v.mapped = false;
                 v.pc = if v.teardown { VPc::Free } else { VPc::L1 };
                 "nested VM-exit to L1, unmap".to_string()
             }
             VPc::Free => {
-                if let Some(r) = v.cache.deactivate() {
+                if let Some(r) = v.cache.deactivate(&v.view) {
                     self.release(r)?;
                 }
                 v.pc = VPc::Freed;
@@ -547,9 +584,13 @@ impl World {
                 format!("walk: vcpu{j} is off the list")
             }
             NPc::Walk(j) => {
-                let r = self.vcpus[j].cache.invalidate_range(nf.start, nf.end);
+                let vj = &mut self.vcpus[j];
+                let r = vj.cache.invalidate_range(nf.start, nf.end, &vj.view);
                 if r.kick_vcpu && (r.was_valid || !f.kick_only_if_was_valid) {
-                    if !self.vcpus[j].mapped {
+                    // Between its claim and its lookup, a vCPU may draw a
+                    // kick it does not need: the price of the lock-free hit
+                    // (`HitView`), at most one per nested VM-entry.
+                    if !self.vcpus[j].mapped && self.vcpus[j].pc != VPc::MapCheck {
                         return Err(format!(
                             "notifier{n}: kicks vcpu{j}, which has no page mapped ({:?})",
                             self.vcpus[j].pc
@@ -869,6 +910,9 @@ fn world(faults: Faults, init: [VcpuInit; NR_VCPUS], notifiers: Vec<Notifier>) -
         pc: VPc::MapFast,
         uhva: vi.uhva,
         cache: CacheState::new(PageKind::VirtualApic),
+        view: HitView::new(),
+        prev_claim: false,
+        peek: None,
         request: false,
         mapped: false,
         hw: None,
@@ -900,9 +944,12 @@ fn world(faults: Faults, init: [VcpuInit; NR_VCPUS], notifiers: Vec<Notifier>) -
         let pfn = w.pt_get(vi.uhva);
         let r = w.map(i, pfn);
         let v = &mut w.vcpus[i];
-        let t = v.cache.begin_refresh(GPA[i], 0, vi.uhva, &w.inval).unwrap();
+        let t = v
+            .cache
+            .begin_refresh(GPA[i], 0, vi.uhva, &w.inval, &v.view)
+            .unwrap();
         assert_eq!(
-            v.cache.finish_refresh(t, r, &w.inval),
+            v.cache.finish_refresh(t, r, &w.inval, &v.view),
             Commit::Installed { old: None }
         );
         if vi.start == Start::InL2 {
@@ -911,7 +958,7 @@ fn world(faults: Faults, init: [VcpuInit; NR_VCPUS], notifiers: Vec<Notifier>) -
             v.entry_pfn = pfn;
             v.pc = VPc::InGuest;
         } else {
-            v.cache.unmapped();
+            let _ = v.view.release();
         }
     }
     w
@@ -1036,8 +1083,12 @@ common::mutant_tests! {
         "F5 (kick after the VM lock)", KICK_AFTER_UNLOCK, Scenario::VcpuFree =>
             |m| m.contains("the kick reaches vcpu0, which is freed");
     }
+    mutant_check_before_claim_is_caught {
+        "lock-free hit reads before it claims", CHECK_BEFORE_CLAIM, Scenario::OwnPages =>
+            |m| m.contains("get() returned NULL") && m.contains("no reload request pending");
+    }
     mutant_f7_sticky_hw_is_caught {
-        "F7 (hw_in_use sticky)", STICKY_HW, Scenario::OwnPagesBoth =>
+        "F7 (claim sticky)", STICKY_HW, Scenario::OwnPagesBoth =>
             |m| m.contains("kicks vcpu0, which has no page mapped");
     }
 }
