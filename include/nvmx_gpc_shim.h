@@ -25,11 +25,10 @@ typedef _Bool bool;
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define NVMX_SHIM_ABI_VERSION 4
+#define NVMX_SHIM_ABI_VERSION 5
 
 struct kvm;
 struct kvm_vcpu;
-struct kvm_host_map;
 struct kvm_memory_slot;
 /* Per-VM object of the C shim: the VM's mmu_notifier and statistics file. */
 struct nvmx_vm;
@@ -99,18 +98,6 @@ u32 nvmx_shim_abi_version(void);
 int nvmx_shim_register(void);
 void nvmx_shim_unregister(void);
 
-/* The stock mapping: kvm_vcpu_map() / kvm_vcpu_unmap(). May sleep. */
-int nvmx_shim_stock_map(struct kvm_vcpu *vcpu, u64 gfn, struct kvm_host_map *map);
-void nvmx_shim_stock_unmap(struct kvm_vcpu *vcpu, struct kvm_host_map *map, bool dirty);
-
-/* The kernel address a filled kvm_host_map holds (NULL when unmapped). */
-void *nvmx_shim_map_hva(const struct kvm_host_map *map);
-/* The pfn a filled kvm_host_map holds. */
-u64 nvmx_shim_map_pfn(const struct kvm_host_map *map);
-/* Fill or clear KVM's record of a mapping made by the cache. */
-void nvmx_shim_map_fill(struct kvm_host_map *map, u64 kaddr, u64 pfn, u64 gfn);
-void nvmx_shim_map_clear(struct kvm_host_map *map);
-
 /* Module parameters. */
 u32 nvmx_shim_provider(void);
 /*
@@ -131,8 +118,6 @@ bool nvmx_shim_break_kick_target(void);
 bool nvmx_shim_break_nonblock(void);
 bool nvmx_shim_break_folio_ref(void);
 
-/* The VM's memslot generation; kvm->srcu must be held. */
-u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu);
 /*
  * The memslot of @gfn in the VM's (non-SMM) memslots and the userspace
  * address it maps @gfn to, for writing; NULL if there is none (no slot,
@@ -147,7 +132,7 @@ const struct kvm_memory_slot *nvmx_shim_lookup(struct kvm_vcpu *vcpu, u64 gfn, u
  */
 int nvmx_shim_resolve(const struct kvm_memory_slot *slot, u64 gfn, struct nvmx_pfn *out);
 /* Drop a pfn reference (from nvmx_shim_resolve() or nvmx_shim_get_pfn()). */
-void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty);
+void nvmx_shim_put_pfn(u64 pfn, bool dirty);
 /*
  * Take another reference on a pfn the caller knows to be mapped by the VM's
  * process (a valid cache entry).  True on success, or if the pfn is not
@@ -209,14 +194,27 @@ int nvmx_rs_vm_init(struct nvmx_vm *vm, void **rs);
 void nvmx_rs_vm_destroy(void *rs);
 int nvmx_rs_vcpu_init(struct kvm_vcpu *vcpu, void *vm_priv, void **vcpu_priv);
 void nvmx_rs_vcpu_free(struct kvm_vcpu *vcpu, void *vcpu_priv);
-int nvmx_rs_map(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 gfn,
-		struct kvm_host_map *map);
-void nvmx_rs_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
-		   struct kvm_host_map *map, bool dirty);
-void *nvmx_rs_get(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
-		  struct kvm_host_map *map);
-void nvmx_rs_put(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page,
-		 struct kvm_host_map *map, bool dirty);
+/*
+ * What nvmx_rs_map() returns, in two registers: the page's kernel address
+ * and pfn, or a negative errno in @kaddr (IS_ERR_VALUE()).
+ */
+struct nvmx_mapped {
+	u64 kaddr;
+	u64 pfn;
+};
+
+/*
+ * The provider's map() with kvm->srcu held: @gen is the VM's memslot
+ * generation, read by the shim in that SRCU section.  The shim records the
+ * page in KVM's struct kvm_host_map.  For the MSR bitmap and the eVMCS,
+ * KVM owns a page reference until unmap(), which passes @pfn back.
+ */
+struct nvmx_mapped nvmx_rs_map(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 gfn,
+			       u64 gen);
+void nvmx_rs_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 pfn, bool dirty);
+/* get(): the kernel address with the cache held shared until put(), or NULL. */
+void *nvmx_rs_get(void *vcpu_priv, u32 page);
+void nvmx_rs_put(void *vcpu_priv, u32 page);
 void nvmx_rs_memslots_updated(void *rs, u64 gen);
 /*
  * The VM's mmu_notifier.  start never fails: it waits for the kicked vCPUs

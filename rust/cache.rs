@@ -8,15 +8,26 @@
 //! the userspace model that checks them (`rust/cache/model`); this file adds
 //! the locks, the page resolution and the vCPU kicks around it.
 //!
+//! # The path of a nested VM-entry
+//!
+//! `nested_get_vmcs12_pages()` calls `map()` of the hook table:
+//! `shim_map()` (C, reads the memslot generation) -> `nvmx_rs_map()`
+//! ([`crate::ffi`]) -> [`CacheVcpu::hit_hw`] -> [`HitView::claim`] and
+//! [`HitView::lookup`]. A hit of a hardware-visible page takes no lock and
+//! makes no call; the MSR bitmap's hit ([`CacheVcpu::map`]) adds KVM's page
+//! reference. A miss goes on to the `#[cold]` refresh. `unmap()` of a
+//! hardware-visible page is [`HitView::release`] ([`CacheVcpu::unmap_hw`]).
+//!
 //! # Locks and their order
 //!
 //! 1. `kvm->srcu` (read side, held by KVM around `map()`).
 //! 2. [`CacheVm::inner`], the per-VM lock: the VM's [`InvalSeq`] and the list
 //!    of vCPU caches.
-//! 3. A cache's slot lock ([`VcpuCaches::slots`]): its [`CacheState`].
-//!    Readers (`get()`) take only this lock, shared, and may nest a
-//!    virtual-APIC read inside a PI-descriptor read (separate lockdep
-//!    classes, never the other way round).
+//! 3. A cache's slot lock ([`Slot`]): its [`CacheState`], and the right to
+//!    publish or withdraw its [`HitView`]. Readers (`get()`) take only this
+//!    lock, shared, and may nest a virtual-APIC read inside a PI-descriptor
+//!    read (separate lockdep classes, never the other way round). The hit
+//!    path takes none (see [`HitView`] for its ordering argument).
 //!
 //! The mmu_notifier callbacks take 2 then 3. No lock of this file is held
 //! while sleeping (resolving a pfn, `memremap()`, `memunmap()`).
@@ -24,7 +35,7 @@
 //! # Kicks
 //!
 //! An invalidation walks the caches with 2 held for write. For a cache
-//! whose page the vCPU's vmcs02 may hold ([`CacheState::hardware_in_use`]),
+//! whose page the vCPU's vmcs02 may hold ([`HitView::claimed`]),
 //! it makes `KVM_REQ_NESTED_PAGES_RELOAD` pending on that vCPU while it
 //! still holds the cache's lock 3, so `get()` can never see the invalidated
 //! cache without the request being pending (KVM treats a NULL without a
@@ -62,27 +73,85 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::ffi::{self, HostMap, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VmHandle};
+use crate::ffi::{self, Mapped, PageRef, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VmHandle};
 use crate::state::{
-    CacheState, Commit, InvalCause, InvalSeq, Invalidated, Lookup, MissReason, PageKind, Resolved,
-    Stats, PAGE_SHIFT,
+    CacheState, Commit, Hit, HitView, InvalCause, InvalSeq, Invalidated, PageKind, Resolved, Stats,
+    PAGE_SHIFT,
 };
 
 const NR_KINDS: usize = PageKind::ALL.len();
 /// Lock class of the per-VM lock (see `nvmx_shim_rwlock_new()`).
 const VM_LOCK_CLASS: u32 = NR_KINDS as u32;
 
-/// One cache: the state machine plus what the kernel side needs besides.
+/// The locked half of one cache: the state machine plus what the kernel
+/// side needs besides.
 ///
 /// # Invariants
 ///
 /// If `state` has a mapping installed, its `mapping` is a live kernel
 /// address of its `pfn` (the direct map, or a `memremap()` that only this
-/// slot will undo), made by [`Vcpu::resolve`].
-pub(crate) struct Slot {
+/// slot will undo), made by [`ffi::Memslot::resolve`].
+pub(crate) struct Locked {
     state: CacheState,
     /// Unmanaged mappings torn down (`memunmap()`).
     memunmaps: u64,
+}
+
+/// One cache: the half its vCPU's hits read without a lock, and the half
+/// behind the lock.
+///
+/// # Invariants
+///
+/// `view` is the [`HitView`] of `locked.state`: every call of a
+/// [`CacheState`] method that takes a view gets this one.
+pub(crate) struct Slot {
+    view: HitView,
+    locked: RwLock<Locked>,
+}
+
+impl Slot {
+    fn new(kind: PageKind) -> Result<Self> {
+        let mut state = CacheState::new(kind);
+        state.activate();
+        Ok(Slot {
+            view: HitView::new(),
+            locked: RwLock::new(
+                ffi::kind_index(kind) as u32,
+                Locked {
+                    state,
+                    memunmaps: 0,
+                },
+            )?,
+        })
+    }
+
+    /// The lock-free hit of a hardware-visible page (see [`HitView`]): the
+    /// claim comes first.
+    #[inline]
+    fn hit_hw(&self, gpa: u64, gen: u64) -> Option<Hit> {
+        let prev = self.view.claim();
+        let hit = self.view.lookup(gpa, gen);
+        match hit {
+            Some(_) => self.view.count_hit(),
+            None => self.view.restore_claim(prev),
+        }
+        hit
+    }
+
+    /// The lock-free hit of a page KVM reads through the address until
+    /// `unmap()` (MSR bitmap, eVMCS): KVM's page reference, taken while the
+    /// page is still published.
+    #[inline(never)]
+    fn hit_ref(&self, gpa: u64, gen: u64) -> Option<(Hit, PageRef)> {
+        let hit = self.view.lookup(gpa, gen)?;
+        let page_ref = PageRef::get(hit.pfn)?;
+        if !self.view.still(gpa) {
+            drop(page_ref);
+            return None;
+        }
+        self.view.count_hit();
+        Some((hit, page_ref))
+    }
 }
 
 /// The caches of one vCPU, indexed by [`ffi::kind_index`].
@@ -94,8 +163,9 @@ pub(crate) struct Slot {
 pub(crate) struct VcpuCaches {
     /// The vCPU, to kick it; its `vcpu_idx` is read only when kicking.
     vcpu: VcpuRef,
-    slots: [RwLock<Slot>; NR_KINDS],
-    /// The gfn KVM last mapped per kind, for dirty marking at `unmap()`.
+    slots: [Slot; NR_KINDS],
+    /// The gfn KVM last mapped per kind, for dirty marking at `unmap()`:
+    /// written by each refresh, which is also what a hit serves.
     gfns: [AtomicU64; NR_KINDS],
     /// Reload requests made to this vCPU (statistics).
     kicks: AtomicU64,
@@ -135,7 +205,6 @@ pub(crate) struct CacheVcpu {
 }
 
 fn add_stats(total: &mut Stats, s: &Stats) {
-    total.hits += s.hits;
     total.misses += s.misses;
     total.refreshes += s.refreshes;
     total.retries += s.retries;
@@ -144,10 +213,6 @@ fn add_stats(total: &mut Stats, s: &Stats) {
     total.inval_teardown += s.inval_teardown;
     total.memremap += s.memremap;
     total.reloads += s.reloads;
-}
-
-fn is_hw(kind: PageKind) -> bool {
-    kind.hardware_visible()
 }
 
 fn to_resolved(p: &Pfn) -> Resolved {
@@ -181,13 +246,17 @@ impl CacheVm {
     /// write (the caller's `vm`), then kicks the vCPUs whose
     /// hardware-visible pages went stale and waits for them, still under
     /// that lock (see "Kicks" above).
-    fn invalidate_each(&self, vm: &mut VmInner, mut f: impl FnMut(&mut CacheState) -> Invalidated) {
+    fn invalidate_each(
+        &self,
+        vm: &mut VmInner,
+        mut f: impl FnMut(&mut CacheState, &HitView) -> Invalidated,
+    ) {
         let mut aliases = false;
         for v in vm.vcpus.iter().flatten() {
             let mut kicked = false;
             for slot in v.slots.iter() {
-                let mut s = slot.write();
-                if f(&mut s.state).kick_vcpu && !kicked {
+                let mut s = slot.locked.write();
+                if f(&mut s.state, &slot.view).kick_vcpu && !kicked {
                     // Before `s` is dropped: `get()` must not see the
                     // invalidated cache without the request (F3).
                     self.handle.reload_mark(&v.vcpu);
@@ -213,10 +282,8 @@ impl CacheVm {
                 let vm = self.inner.write();
                 vm.vcpus.iter().flatten().find_map(|v| {
                     PageKind::ALL.iter().find_map(|&kind| {
-                        let r = v.slots[ffi::kind_index(kind)]
-                            .write()
-                            .state
-                            .take_invalid_alias()?;
+                        let slot = &v.slots[ffi::kind_index(kind)];
+                        let r = slot.locked.write().state.take_invalid_alias(&slot.view)?;
                         Some((v.clone(), kind, r))
                     })
                 })
@@ -236,7 +303,7 @@ impl CacheVm {
             return;
         }
         let mut vm = self.inner.write();
-        self.invalidate_each(&mut vm, |s| s.invalidate_all(InvalCause::Memslot));
+        self.invalidate_each(&mut vm, |s, v| s.invalidate_all(InvalCause::Memslot, v));
     }
 
     /// `invalidate_range_start`: nothing that overlaps `[start, end)` may be
@@ -250,7 +317,7 @@ impl CacheVm {
             pr_warn!("invalidation counter saturated\n");
         }
         if !ffi::break_invalidation() {
-            self.invalidate_each(&mut vm, |s| s.invalidate_range(start, end));
+            self.invalidate_each(&mut vm, |s, v| s.invalidate_range(start, end, v));
         }
     }
 
@@ -265,7 +332,7 @@ impl CacheVm {
     /// The address space is going away: serve nothing from it any more.
     pub(crate) fn release(&self) {
         let mut vm = self.inner.write();
-        self.invalidate_each(&mut vm, |s| s.invalidate_all(InvalCause::Teardown));
+        self.invalidate_each(&mut vm, |s, v| s.invalidate_all(InvalCause::Teardown, v));
     }
 
     /// Sums the statistics of all caches of the VM into `out`, in the order
@@ -273,14 +340,15 @@ impl CacheVm {
     pub(crate) fn stats(&self, out: &mut [u64]) {
         let vm = self.inner.read();
         let mut total = Stats::default();
-        let mut memunmaps = 0;
-        let mut nr_vcpus = 0;
+        let (mut hits, mut memunmaps, mut nr_vcpus) = (0, 0, 0);
         for v in vm.vcpus.iter().flatten() {
             nr_vcpus += 1;
-            memunmaps += v.add_stats(&mut total);
+            let (h, m) = v.add_stats(&mut total);
+            hits += h;
+            memunmaps += m;
         }
         let values = [
-            total.hits,
+            hits,
             total.misses,
             total.refreshes,
             total.retries,
@@ -305,12 +373,12 @@ impl CacheVm {
             return false;
         };
         let mut total = Stats::default();
-        v.add_stats(&mut total);
+        let (hits, _) = v.add_stats(&mut total);
         let values = [
             u64::from(v.vcpu.idx()),
             v.kicks.load(Ordering::Relaxed),
             total.refreshes,
-            total.hits,
+            hits,
         ];
         for (o, v) in out.iter_mut().zip(values) {
             *o = v;
@@ -351,15 +419,16 @@ impl CacheVm {
 
 impl VcpuCaches {
     /// Adds the statistics of this vCPU's caches to `total`; returns their
-    /// `memunmap()` count.
-    fn add_stats(&self, total: &mut Stats) -> u64 {
-        let mut memunmaps = 0;
+    /// hits and their `memunmap()` count.
+    fn add_stats(&self, total: &mut Stats) -> (u64, u64) {
+        let (mut hits, mut memunmaps) = (0, 0);
         for slot in self.slots.iter() {
-            let s = slot.read();
+            hits += slot.view.hits();
+            let s = slot.locked.read();
             add_stats(total, s.state.stats());
             memunmaps += s.memunmaps;
         }
-        memunmaps
+        (hits, memunmaps)
     }
 
     /// Undoes a kernel mapping the cache of `kind` no longer serves, and
@@ -368,33 +437,22 @@ impl VcpuCaches {
     fn release(&self, kind: PageKind, r: &Resolved) {
         to_pfn(r).unmap();
         if r.unmanaged {
-            self.slots[ffi::kind_index(kind)].write().memunmaps += 1;
+            self.slots[ffi::kind_index(kind)].locked.write().memunmaps += 1;
         }
     }
 }
 
 impl CacheVcpu {
     pub(crate) fn new(vm: Arc<CacheVm>, vcpu: &Vcpu<'_>) -> Result<Self> {
-        let mk = |kind: PageKind| {
-            let mut state = CacheState::new(kind);
-            state.activate();
-            RwLock::new(
-                ffi::kind_index(kind) as u32,
-                Slot {
-                    state,
-                    memunmaps: 0,
-                },
-            )
-        };
         let caches = Arc::new(
             VcpuCaches {
                 vcpu: vcpu.to_ref(),
                 slots: [
-                    mk(PageKind::ALL[0])?,
-                    mk(PageKind::ALL[1])?,
-                    mk(PageKind::ALL[2])?,
-                    mk(PageKind::ALL[3])?,
-                    mk(PageKind::ALL[4])?,
+                    Slot::new(PageKind::ALL[0])?,
+                    Slot::new(PageKind::ALL[1])?,
+                    Slot::new(PageKind::ALL[2])?,
+                    Slot::new(PageKind::ALL[3])?,
+                    Slot::new(PageKind::ALL[4])?,
                 ],
                 gfns: [const { AtomicU64::new(0) }; NR_KINDS],
                 kicks: AtomicU64::new(0),
@@ -406,101 +464,122 @@ impl CacheVcpu {
         Ok(CacheVcpu { vm, caches })
     }
 
-    fn set_gfn(&self, kind: PageKind, gfn: u64) {
-        self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
-    }
-
-    /// The cache of `kind`; its lock is the one `get()` leaves held for
-    /// `put()`.
-    pub(crate) fn slot(&self, kind: PageKind) -> &RwLock<Slot> {
+    fn slot(&self, kind: PageKind) -> &Slot {
         &self.caches.slots[ffi::kind_index(kind)]
     }
 
-    /// `map()`: serve `gfn` from the cache, refreshing it if needed. May
-    /// sleep. Fails exactly where `kvm_vcpu_map()` fails (no memslot, MMIO,
-    /// error pfn), so KVM reacts to L1's bad GPAs as stock KVM does.
+    /// The lock that `get()` leaves held for `put()`.
+    pub(crate) fn lock_of(&self, kind: PageKind) -> &RwLock<Locked> {
+        &self.slot(kind).locked
+    }
+
+    /// The fast half of `map()` for a hardware-visible page: the page if
+    /// the cache holds `gfn` for memslot generation `gen` (read by the shim
+    /// under the `kvm->srcu` that KVM holds around `map()`). `None` for a
+    /// miss and for the other kinds, which [`CacheVcpu::map`] serves. Takes
+    /// no lock, makes no call.
+    #[inline]
+    pub(crate) fn hit_hw(&self, kind: PageKind, gfn: u64, gen: u64) -> Option<Hit> {
+        if !kind.hardware_visible() || ffi::break_lookup() {
+            return None;
+        }
+        // A hit is of the page the last refresh published, whose gfn that
+        // refresh recorded in `gfns`.
+        self.slot(kind).hit_hw(gfn << PAGE_SHIFT, gen)
+    }
+
+    /// The rest of `map()`: the hit of a page KVM keeps a reference to
+    /// (MSR bitmap, eVMCS), or a refresh.
+    #[inline(never)]
     pub(crate) fn map(
         &self,
         vcpu: &Vcpu<'_>,
         kind: PageKind,
         gfn: u64,
-        map: &mut HostMap<'_>,
-    ) -> Result {
+        gen: u64,
+    ) -> Result<Mapped> {
+        if !kind.hardware_visible() && !ffi::break_lookup() {
+            if let Some((hit, page_ref)) = self.slot(kind).hit_ref(gfn << PAGE_SHIFT, gen) {
+                return Ok(Mapped {
+                    pfn: hit.pfn,
+                    kaddr: hit.mapping,
+                    page_ref: Some(page_ref),
+                });
+            }
+        }
+        self.refresh(vcpu, kind, gfn, gen)
+    }
+
+    /// The slow half of `map()`, after a miss: resolve
+    /// the page outside the locks and install it, retrying while
+    /// invalidations race with the refresh (the protocol of
+    /// [`crate::state`]). May sleep. Fails exactly where `kvm_vcpu_map()`
+    /// fails (no memslot, MMIO, error pfn), so KVM reacts to L1's bad GPAs
+    /// as stock KVM does.
+    #[cold]
+    #[inline(never)]
+    fn refresh(&self, vcpu: &Vcpu<'_>, kind: PageKind, gfn: u64, gen: u64) -> Result<Mapped> {
         let gpa = gfn << PAGE_SHIFT;
         let slot = self.slot(kind);
-        loop {
-            let gen = vcpu.memslots_gen();
-
-            // Fast path: a valid cache for this gpa and generation. The
-            // lock is exclusive because a hit records that vmcs02 will hold
-            // the page (`use_hit`).
-            {
-                let mut s = slot.write();
-                let hit = match s.state.check(gpa, gen) {
-                    Lookup::Hit { pfn, mapping } => Some((pfn, mapping)),
-                    // Test-only breakage: a cache keyed by page kind alone.
-                    Lookup::Miss(MissReason::GpaChanged | MissReason::GenerationChanged)
-                        if ffi::break_lookup() =>
-                    {
-                        s.state.installed().map(|r| (r.pfn, r.mapping))
-                    }
-                    Lookup::Miss(_) => None,
-                };
-                if let Some((pfn, mapping)) = hit {
-                    // KVM's reference while mapped (see "Pages and
-                    // references"), taken while the entry is valid.
-                    if is_hw(kind) || Pfn::get_ref(pfn) {
-                        s.state.use_hit();
-                        drop(s);
-                        self.set_gfn(kind, gfn);
-                        map.fill(mapping, pfn, gfn);
-                        return Ok(());
-                    }
-                }
-                s.state.note_miss();
+        if ffi::break_lookup() {
+            if let Some(m) = self.installed_hit(kind) {
+                self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
+                return Ok(m);
             }
-
-            // Slow path: snapshot under the locks, resolve outside them.
+        }
+        let mut first = true;
+        loop {
             // One memslot lookup gives the address to snapshot and to
             // resolve (F11); no memslot can be freed while `map()` holds
             // `kvm->srcu`, and a changed one invalidates the cache.
             let memslot = vcpu.lookup(gfn).map_err(|_| EINVAL)?;
             let ticket = {
                 let vm = self.vm.inner.write();
-                let mut s = slot.write();
+                let mut s = slot.locked.write();
+                if first {
+                    s.state.note_miss();
+                    first = false;
+                }
                 s.state
-                    .begin_refresh(gpa, gen, memslot.uhva(), &vm.inval)
+                    .begin_refresh(gpa, gen, memslot.uhva(), &vm.inval, &slot.view)
                     .map_err(|_| EAGAIN)?
             };
             // The address the ticket recorded, through the same memslot.
-            let new = memslot.resolve()?;
+            let (new, page_ref) = memslot.resolve()?;
             let commit = {
                 let vm = self.vm.inner.write();
-                let mut s = slot.write();
-                s.state.finish_refresh(ticket, to_resolved(&new), &vm.inval)
+                let mut s = slot.locked.write();
+                s.state
+                    .finish_refresh(ticket, to_resolved(&new), &vm.inval, &slot.view)
             };
             match commit {
                 Commit::Installed { old } => {
-                    if is_hw(kind) {
-                        // The notifier, not a reference, keeps it honest.
-                        new.put_ref(false);
-                    }
-                    // Otherwise the reference from `resolve` is KVM's until
-                    // `unmap()`.
                     if let Some(old) = old {
                         self.caches.release(kind, &old);
                     }
-                    self.set_gfn(kind, gfn);
-                    map.fill(new.kaddr(), new.pfn(), gfn);
-                    return Ok(());
+                    self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
+                    // For a hardware-visible page the notifier, not a
+                    // reference, keeps the pfn honest (see "Pages and
+                    // references"); the others' is KVM's until `unmap()`.
+                    let page_ref = if kind.hardware_visible() {
+                        drop(page_ref);
+                        None
+                    } else {
+                        Some(page_ref)
+                    };
+                    return Ok(Mapped {
+                        pfn: new.pfn(),
+                        kaddr: new.kaddr(),
+                        page_ref,
+                    });
                 }
                 Commit::Retry { discard } => {
-                    new.put_ref(false);
+                    drop(page_ref);
                     self.caches.release(kind, &discard);
                     ffi::cond_resched();
                 }
                 Commit::Stale { discard } => {
-                    new.put_ref(false);
+                    drop(page_ref);
                     self.caches.release(kind, &discard);
                     return Err(EAGAIN);
                 }
@@ -508,56 +587,113 @@ impl CacheVcpu {
         }
     }
 
-    /// `unmap()`: KVM is done with the page for now; the cache keeps it.
-    pub(crate) fn unmap(
+    /// Test-only breakage (`break_lookup`): a cache keyed by page kind
+    /// alone, which serves its valid page whatever the GPA or memslot
+    /// generation asked for.
+    #[cold]
+    fn installed_hit(&self, kind: PageKind) -> Option<Mapped> {
+        let slot = self.slot(kind);
+        let s = slot.locked.write();
+        if !s.state.is_valid() {
+            return None;
+        }
+        let r = s.state.installed()?;
+        let page_ref = if kind.hardware_visible() {
+            slot.view.restore_claim(true);
+            None
+        } else {
+            Some(PageRef::get(r.pfn)?)
+        };
+        Some(Mapped {
+            pfn: r.pfn,
+            kaddr: r.mapping,
+            page_ref,
+        })
+    }
+
+    /// The fast half of `unmap()`: for a hardware-visible page that KVM
+    /// did not write, gives up the claim and returns true if that was all
+    /// (the cache is still valid). False for the other kinds and when
+    /// [`CacheVcpu::unmap_hw`] must do the rest; the claim is given up then
+    /// too. Takes no lock, makes no call.
+    #[inline]
+    pub(crate) fn unmap_hw_clean(&self, kind: PageKind) -> bool {
+        kind.hardware_visible()
+            && !ffi::break_sticky_hw()
+            && !ffi::break_persistence()
+            && !self.slot(kind).view.release()
+    }
+
+    /// `unmap()` of a hardware-visible page: KVM is done with it for now;
+    /// the cache keeps it. The vCPU is in root mode and vmcs02 gets the
+    /// address again only through `map()`, so invalidations need not kick
+    /// it any more (F7). Releasing an already released claim is harmless,
+    /// so this may follow [`CacheVcpu::unmap_hw_clean`].
+    pub(crate) fn unmap_hw(&self, vcpu: &Vcpu<'_>, kind: PageKind, dirty: bool) {
+        if !ffi::break_sticky_hw() && self.slot(kind).view.release() {
+            self.unmap_invalid(kind);
+        }
+        if dirty {
+            vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
+        }
+        if ffi::break_persistence() {
+            self.forget(kind);
+        }
+    }
+
+    /// `unmap()` of a page KVM read through the address (MSR bitmap,
+    /// eVMCS): drops the reference `map()` gave KVM; the cache keeps the
+    /// mapping.
+    #[inline(never)]
+    pub(crate) fn unmap_ref(
         &self,
         vcpu: &Vcpu<'_>,
         kind: PageKind,
-        map: &mut HostMap<'_>,
+        page_ref: PageRef,
         dirty: bool,
     ) {
         if dirty {
             vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
         }
-        if is_hw(kind) {
-            // The vCPU is in root mode and vmcs02 gets this address again
-            // only through `map()`: invalidations need not kick it (F7).
-            if !ffi::break_sticky_hw() {
-                let alias = {
-                    let mut s = self.slot(kind).write();
-                    s.state.unmapped();
-                    // Invalidated while L2 ran: the alias can go now (F9).
-                    s.state.take_invalid_alias()
-                };
-                if let Some(r) = alias {
-                    self.caches.release(kind, &r);
-                }
-            }
-        } else {
-            // The reference `map()` took for KVM's use of the address.
-            Pfn::from_parts(map.pfn(), 0, false).put_ref(dirty);
-        }
-        map.clear();
+        page_ref.put(dirty);
         if ffi::break_persistence() {
-            // Test-only breakage: forget the mapping, as stock KVM does.
-            let old = {
-                let _vm = self.vm.inner.write();
-                let mut s = self.slot(kind).write();
-                let old = s.state.deactivate();
-                s.state.activate();
-                old
-            };
-            if let Some(r) = old {
-                self.caches.release(kind, &r);
-            }
+            self.forget(kind);
+        }
+    }
+
+    /// The cache was invalidated while L2 ran: the `memremap()` alias can go
+    /// now (F9).
+    #[cold]
+    #[inline(never)]
+    fn unmap_invalid(&self, kind: PageKind) {
+        let slot = self.slot(kind);
+        let alias = slot.locked.write().state.take_invalid_alias(&slot.view);
+        if let Some(r) = alias {
+            self.caches.release(kind, &r);
+        }
+    }
+
+    /// Test-only breakage: forget the mapping at `unmap()`, as stock does.
+    #[cold]
+    fn forget(&self, kind: PageKind) {
+        let slot = self.slot(kind);
+        let old = {
+            let _vm = self.vm.inner.write();
+            let mut s = slot.locked.write();
+            let old = s.state.deactivate(&slot.view);
+            s.state.activate();
+            old
+        };
+        if let Some(r) = old {
+            self.caches.release(kind, &r);
         }
     }
 
     /// `get()`: the kernel address of a valid cached page, with the cache's
     /// lock held shared until `put()`; `None` if the page was invalidated
     /// (KVM then waits for the pending reload).
-    pub(crate) fn get(&self, kind: PageKind) -> Option<(u64, ReadGuard<'_, Slot>)> {
-        let s = self.slot(kind).read();
+    pub(crate) fn get(&self, kind: PageKind) -> Option<(u64, ReadGuard<'_, Locked>)> {
+        let s = self.slot(kind).locked.read();
         match (s.state.is_valid(), s.state.installed()) {
             (true, Some(r)) => Some((r.mapping, s)),
             _ => None,
@@ -576,7 +712,7 @@ impl Drop for CacheVcpu {
             // kicks this vCPU now, and none will once it is off the list.
             let mut vm = self.vm.inner.write();
             for (i, slot) in self.caches.slots.iter().enumerate() {
-                old[i] = slot.write().state.deactivate();
+                old[i] = slot.locked.write().state.deactivate(&slot.view);
             }
             for e in vm.vcpus.as_mut_slice().iter_mut() {
                 if e.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.caches)) {

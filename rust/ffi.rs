@@ -6,8 +6,8 @@
 //! entry points the C shim calls.
 //!
 //! Every `unsafe` operation of the module lives in this file. The rest of
-//! the module sees [`Vcpu`], [`HostMap`], [`VmHandle`], [`RwLock`] and
-//! [`Pfn`], never a raw pointer.
+//! the module sees [`Vcpu`], [`VmHandle`], [`RwLock`], [`Pfn`] and
+//! [`PageRef`], never a raw pointer.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -18,9 +18,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::error::to_result;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, ArcBorrow};
 
-use crate::provider::{VcpuState, VmState};
+use kernel::types::ForeignOwnable;
+
+use crate::cache::{CacheVcpu, CacheVm};
 use crate::state::PageKind;
 
 #[allow(
@@ -151,6 +153,24 @@ pub(crate) fn cond_resched() {
     unsafe { raw::nvmx_shim_cond_resched() }
 }
 
+// `PageKind` has the values of `enum nvmx_page`, and `PageKind::ALL` lists
+// them in that order.
+const _: () = {
+    assert!(PageKind::ALL.len() == raw::nvmx_page_NVMX_NR_PAGES as usize);
+    assert!(PageKind::MsrBitmap as u32 == raw::nvmx_page_NVMX_PAGE_MSR_BITMAP);
+    assert!(PageKind::Evmcs as u32 == raw::nvmx_page_NVMX_PAGE_EVMCS);
+    assert!(PageKind::ApicAccess as u32 == raw::nvmx_page_NVMX_PAGE_APIC_ACCESS);
+    assert!(PageKind::VirtualApic as u32 == raw::nvmx_page_NVMX_PAGE_VIRTUAL_APIC);
+    assert!(PageKind::PiDesc as u32 == raw::nvmx_page_NVMX_PAGE_PI_DESC);
+    let mut i = 0;
+    while i < PageKind::ALL.len() {
+        assert!(PageKind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+/// The page kind of an `enum nvmx_page` value from C.
+#[inline]
 fn page_kind(v: u32) -> Option<PageKind> {
     Some(match v {
         raw::nvmx_page_NVMX_PAGE_MSR_BITMAP => PageKind::MsrBitmap,
@@ -162,15 +182,22 @@ fn page_kind(v: u32) -> Option<PageKind> {
     })
 }
 
+/// [`page_kind`] for the hardware-visible kinds only, the kinds whose hit
+/// and release the entry points handle without a call.
+#[inline]
+fn hw_page_kind(v: u32) -> Option<PageKind> {
+    Some(match v {
+        raw::nvmx_page_NVMX_PAGE_APIC_ACCESS => PageKind::ApicAccess,
+        raw::nvmx_page_NVMX_PAGE_VIRTUAL_APIC => PageKind::VirtualApic,
+        raw::nvmx_page_NVMX_PAGE_PI_DESC => PageKind::PiDesc,
+        _ => return None,
+    })
+}
+
 /// Index of a page kind in per-kind arrays (and its lock class).
+#[inline]
 pub(crate) fn kind_index(kind: PageKind) -> usize {
-    match kind {
-        PageKind::MsrBitmap => 0,
-        PageKind::Evmcs => 1,
-        PageKind::ApicAccess => 2,
-        PageKind::VirtualApic => 3,
-        PageKind::PiDesc => 4,
-    }
+    kind as usize
 }
 
 /// A vCPU, borrowed for the duration of one callback from KVM.
@@ -181,18 +208,6 @@ pub(crate) fn kind_index(kind: PageKind) -> usize {
 pub(crate) struct Vcpu<'a> {
     ptr: NonNull<raw::kvm_vcpu>,
     _p: PhantomData<&'a raw::kvm_vcpu>,
-}
-
-/// KVM's record of one mapping (`struct kvm_host_map`), borrowed mutably for
-/// the duration of one callback from KVM.
-///
-/// # Invariants
-///
-/// `ptr` points to a live `struct kvm_host_map` that nothing else accesses
-/// for at least `'a`.
-pub(crate) struct HostMap<'a> {
-    ptr: NonNull<raw::kvm_host_map>,
-    _p: PhantomData<&'a mut raw::kvm_host_map>,
 }
 
 /// A vCPU that the cache remembers beyond one callback, to kick it.
@@ -223,14 +238,6 @@ impl VcpuRef {
 }
 
 impl Vcpu<'_> {
-    /// The VM's memslot generation. KVM calls `map()` with `kvm->srcu` held,
-    /// which the read requires; only `map()` calls this.
-    pub(crate) fn memslots_gen(&self) -> u64 {
-        // SAFETY: The vCPU is live (type invariant) and `kvm->srcu` is held
-        // during `map()` (provider contract).
-        unsafe { raw::nvmx_shim_memslots_gen(self.ptr.as_ptr()) }
-    }
-
     /// Looks `gfn` up in the VM's memslots, once: its memslot and its
     /// userspace address, which [`Memslot::resolve`] then uses.
     pub(crate) fn lookup(&self, gfn: u64) -> Result<Memslot<'_>> {
@@ -263,21 +270,6 @@ impl Vcpu<'_> {
         // as the stock `kvm_vcpu_unmap()`, which does the same call.
         unsafe { raw::nvmx_shim_mark_dirty(self.ptr.as_ptr(), gfn) }
     }
-
-    /// The stock mapping of `gfn`, i.e. `kvm_vcpu_map()`. May sleep.
-    pub(crate) fn stock_map(&self, gfn: u64, map: &mut HostMap<'_>) -> Result {
-        // SAFETY: Both pointers are live and `map` is exclusively ours; the
-        // provider contract calls `map()` in process context with the vCPU
-        // loaded, as kvm_vcpu_map() requires.
-        to_result(unsafe { raw::nvmx_shim_stock_map(self.ptr.as_ptr(), gfn, map.ptr.as_ptr()) })
-    }
-
-    /// Undoes [`Vcpu::stock_map`], i.e. `kvm_vcpu_unmap()`.
-    pub(crate) fn stock_unmap(&self, map: &mut HostMap<'_>, dirty: bool) {
-        // SAFETY: As for `stock_map`; `unmap()` is only called for a mapping
-        // that `map()` filled.
-        unsafe { raw::nvmx_shim_stock_unmap(self.ptr.as_ptr(), map.ptr.as_ptr(), dirty) }
-    }
 }
 
 /// The memslot of one gfn and the userspace address it gives, found by
@@ -304,56 +296,31 @@ impl Memslot<'_> {
     /// [`Memslot::uhva`] names, to a pfn (taking a reference if
     /// refcounted) and maps it into the kernel, like `kvm_vcpu_map()`. May
     /// sleep.
-    pub(crate) fn resolve(&self) -> Result<Pfn> {
+    pub(crate) fn resolve(&self) -> Result<(Pfn, PageRef)> {
         let mut out = raw::nvmx_pfn::default();
         // SAFETY: The memslot is live (type invariant); `map()` runs in
         // process context and may sleep, and `out` is a valid out-pointer.
         to_result(unsafe { raw::nvmx_shim_resolve(self.ptr.as_ptr(), self.gfn, &mut out) })?;
         LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
         LIVE_REFS.fetch_add(1, Ordering::Relaxed);
-        // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`.
-        Ok(Pfn { raw: out })
+        // INVARIANT: `out` was filled by a successful `nvmx_shim_resolve`,
+        // which took one reference on `out.pfn` (none if it is not
+        // refcounted, which `nvmx_shim_put_pfn` then ignores).
+        Ok((Pfn { raw: out }, PageRef { pfn: out.pfn }))
     }
 }
 
-impl HostMap<'_> {
-    /// The kernel address the record holds, or null.
-    pub(crate) fn hva(&self) -> *mut c_void {
-        // SAFETY: By the type invariant `ptr` is live.
-        unsafe { raw::nvmx_shim_map_hva(self.ptr.as_ptr()) }
-    }
-
-    /// The pfn the record holds.
-    pub(crate) fn pfn(&self) -> u64 {
-        // SAFETY: By the type invariant `ptr` is live.
-        unsafe { raw::nvmx_shim_map_pfn(self.ptr.as_ptr()) }
-    }
-
-    /// Records a mapping made by the cache.
-    pub(crate) fn fill(&mut self, kaddr: u64, pfn: u64, gfn: u64) {
-        // SAFETY: By the type invariant `ptr` is live and ours.
-        unsafe { raw::nvmx_shim_map_fill(self.ptr.as_ptr(), kaddr, pfn, gfn) }
-    }
-
-    /// Clears the record (the cache keeps the mapping).
-    pub(crate) fn clear(&mut self) {
-        // SAFETY: By the type invariant `ptr` is live and ours.
-        unsafe { raw::nvmx_shim_map_clear(self.ptr.as_ptr()) }
-    }
-}
-
-/// Kernel mappings made by [`Vcpu::resolve`] and not yet undone.
+/// Kernel mappings made by [`Memslot::resolve`] and not yet undone.
 static LIVE_MAPPINGS: AtomicU64 = AtomicU64::new(0);
-/// Pfn references taken ([`Vcpu::resolve`], [`Pfn::get_ref`]) and not yet
-/// dropped ([`Pfn::put_ref`]).
+/// Page references taken ([`Memslot::resolve`], [`PageRef::get`]) and not
+/// yet dropped.
 static LIVE_REFS: AtomicU64 = AtomicU64::new(0);
 /// VM states alive.
 static LIVE_VMS: AtomicU64 = AtomicU64::new(0);
 
-/// A page resolved and mapped into the kernel by [`Vcpu::resolve`]. It
-/// carries a pfn reference (if the page is refcounted) until
-/// [`Pfn::put_ref`] and a kernel mapping until [`Pfn::unmap`]; the cache
-/// decides when each goes.
+/// A page resolved and mapped into the kernel by [`Memslot::resolve`]: the
+/// kernel mapping, which lasts until [`Pfn::unmap`]. The page reference
+/// that came with it is a separate [`PageRef`].
 ///
 /// # Invariants
 ///
@@ -388,28 +355,6 @@ impl Pfn {
         self.raw.unmanaged
     }
 
-    /// Drops the pfn reference `resolve` took. Call once per `resolve`.
-    pub(crate) fn put_ref(&self, dirty: bool) {
-        // SAFETY: By the type invariant this came from a successful resolve;
-        // the cache calls this once per resolve (for hardware-visible pages
-        // right after install, otherwise when the mapping is replaced).
-        unsafe { raw::nvmx_shim_put_pfn(&self.raw, dirty) };
-        LIVE_REFS.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Takes another reference on the page of a valid cache entry, for the
-    /// time KVM has it mapped. False if the page is already being freed.
-    pub(crate) fn get_ref(pfn: u64) -> bool {
-        // SAFETY: `nvmx_shim_get_pfn` only increments a refcount that is
-        // not zero; it is called for a pfn of a valid cache entry, which the
-        // VM's process still maps (no invalidation of it has started).
-        let ok = unsafe { raw::nvmx_shim_get_pfn(pfn) };
-        if ok {
-            LIVE_REFS.fetch_add(1, Ordering::Relaxed);
-        }
-        ok
-    }
-
     /// Undoes the kernel mapping (`memunmap()` for unmanaged memory). May
     /// sleep; never called with a lock of this module held.
     pub(crate) fn unmap(&self) {
@@ -418,6 +363,75 @@ impl Pfn {
         // it any more (it is no longer installed, or the cache is gone).
         unsafe { raw::nvmx_shim_unmap_kaddr(&self.raw) };
         LIVE_MAPPINGS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One reference on a page (on its folio), for KVM's use of a mapping from
+/// `map()` to `unmap()`. Dropping it drops the reference clean;
+/// [`PageRef::put`] can report the page dirty. KVM holds it as the pfn in
+/// its `struct kvm_host_map` ([`PageRef::into_raw`] and
+/// [`PageRef::from_raw`]).
+///
+/// # Invariants
+///
+/// The value owns one reference on `pfn`, taken by `nvmx_shim_resolve()` or
+/// `nvmx_shim_get_pfn()` (or none, if `pfn` is not refcounted, which
+/// `nvmx_shim_put_pfn()` then ignores).
+#[must_use = "dropping the reference at once makes the page reclaimable"]
+pub(crate) struct PageRef {
+    pfn: u64,
+}
+
+impl PageRef {
+    /// Takes another reference on the page of a published cache entry.
+    /// `None` if the page is already being freed. The caller checks
+    /// afterwards that the entry is still published (see
+    /// [`crate::state::HitView::still`]).
+    #[inline]
+    pub(crate) fn get(pfn: u64) -> Option<Self> {
+        // SAFETY: `nvmx_shim_get_pfn` only increments a refcount that is
+        // not zero, so it never resurrects a freed page.
+        if unsafe { raw::nvmx_shim_get_pfn(pfn) } {
+            LIVE_REFS.fetch_add(1, Ordering::Relaxed);
+            // INVARIANT: The reference was just taken.
+            Some(PageRef { pfn })
+        } else {
+            None
+        }
+    }
+
+    /// Drops the reference, reporting the page dirty if `dirty`.
+    pub(crate) fn put(self, dirty: bool) {
+        let pfn = self.pfn;
+        core::mem::forget(self);
+        // SAFETY: `self` owned the reference (type invariant) and is gone.
+        unsafe { raw::nvmx_shim_put_pfn(pfn, dirty) };
+        LIVE_REFS.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Hands the reference to KVM, as the pfn of its `struct kvm_host_map`.
+    pub(crate) fn into_raw(self) -> u64 {
+        let pfn = self.pfn;
+        core::mem::forget(self);
+        pfn
+    }
+
+    /// Takes back a reference handed to KVM.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` must come from [`PageRef::into_raw`], and be taken back once.
+    unsafe fn from_raw(pfn: u64) -> Self {
+        // INVARIANT: By the safety contract, the reference is ours again.
+        PageRef { pfn }
+    }
+}
+
+impl Drop for PageRef {
+    fn drop(&mut self) {
+        // SAFETY: The value owns the reference (type invariant).
+        unsafe { raw::nvmx_shim_put_pfn(self.pfn, false) };
+        LIVE_REFS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -503,14 +517,20 @@ impl<T> RwLock<T> {
     pub(crate) fn read(&self) -> ReadGuard<'_, T> {
         // SAFETY: The lock is live (type invariant).
         unsafe { raw::nvmx_shim_read_lock(self.lock.as_ptr()) };
-        ReadGuard { lock: self }
+        ReadGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// Takes the lock exclusive. Does not sleep.
     pub(crate) fn write(&self) -> WriteGuard<'_, T> {
         // SAFETY: The lock is live (type invariant).
         unsafe { raw::nvmx_shim_write_lock(self.lock.as_ptr()) };
-        WriteGuard { lock: self }
+        WriteGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// Releases a shared hold that a [`ReadGuard::leak`] kept.
@@ -536,6 +556,8 @@ impl<T> Drop for RwLock<T> {
 #[must_use = "the lock is released immediately when the guard is unused"]
 pub(crate) struct ReadGuard<'a, T> {
     lock: &'a RwLock<T>,
+    /// A lock is released on the CPU that took it.
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl<'a, T> ReadGuard<'a, T> {
@@ -565,6 +587,8 @@ impl<T> Drop for ReadGuard<'_, T> {
 #[must_use = "the lock is released immediately when the guard is unused"]
 pub(crate) struct WriteGuard<'a, T> {
     lock: &'a RwLock<T>,
+    /// A lock is released on the CPU that took it.
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl<T> Deref for WriteGuard<'_, T> {
@@ -589,75 +613,104 @@ impl<T> Drop for WriteGuard<'_, T> {
     }
 }
 
-/// Builds the borrowed handles of one callback.
-///
-/// # Safety
-///
-/// `vcpu` and `map` must be the pointers KVM passed to the callback, live
-/// (and `map` unaliased) until the callback returns.
-unsafe fn handles<'a>(
-    vcpu: *mut raw::kvm_vcpu,
-    map: *mut raw::kvm_host_map,
-) -> Option<(Vcpu<'a>, HostMap<'a>)> {
-    // INVARIANT: The caller guarantees liveness and exclusivity for 'a.
-    Some((
-        Vcpu {
-            ptr: NonNull::new(vcpu)?,
-            _p: PhantomData,
-        },
-        HostMap {
-            ptr: NonNull::new(map)?,
-            _p: PhantomData,
-        },
-    ))
+/// What a successful [`CacheVcpu::map`] gives KVM: the page and, for a
+/// page KVM reads through the address until `unmap()` (MSR bitmap, eVMCS),
+/// the page reference KVM holds meanwhile.
+pub(crate) struct Mapped {
+    pub(crate) pfn: u64,
+    pub(crate) kaddr: u64,
+    pub(crate) page_ref: Option<PageRef>,
 }
 
-/// Borrows the state behind a private pointer made by `Arc::into_raw` or
-/// `KBox::into_raw`.
+/// The vCPU of one callback from KVM.
 ///
 /// # Safety
 ///
-/// `p` must point to a live `T` that outlives `'a`.
-unsafe fn priv_ref<'a, T>(p: *const c_void) -> &'a T {
+/// `ptr` must be null or point to a `struct kvm_vcpu` that stays live for
+/// `'a`.
+unsafe fn vcpu_of<'a>(ptr: *mut raw::kvm_vcpu) -> Option<Vcpu<'a>> {
+    // INVARIANT: Guaranteed by the caller.
+    Some(Vcpu {
+        ptr: NonNull::new(ptr)?,
+        _p: PhantomData,
+    })
+}
+
+/// Borrows the vCPU state stored by `nvmx_rs_vcpu_init`.
+///
+/// # Safety
+///
+/// `p` must be the `*vcpu_priv` that `nvmx_rs_vcpu_init` stored, and
+/// `nvmx_rs_vcpu_free` must not have run for it.
+unsafe fn vcpu_state<'a>(p: *mut c_void) -> &'a CacheVcpu {
     // SAFETY: Guaranteed by the caller.
-    unsafe { &*p.cast::<T>() }
+    unsafe { KBox::<CacheVcpu>::borrow(p) }
 }
 
+/// Borrows the VM state stored by `nvmx_rs_vm_init`.
+///
+/// # Safety
+///
+/// `rs` must be the pointer `nvmx_rs_vm_init` stored, and
+/// `nvmx_rs_vm_destroy` must not have run for it.
+unsafe fn vm_state<'a>(rs: *mut c_void) -> ArcBorrow<'a, CacheVm> {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { Arc::<CacheVm>::borrow(rs) }
+}
+
+/// Creates the VM's state; stores it in `*rs`.
+///
+/// # Safety
+///
+/// `vm` must point to the shim's live object for the VM, which outlives
+/// the state (the shim frees it after `nvmx_rs_vm_destroy`); `rs` must be a
+/// valid out-pointer.
 #[no_mangle]
-extern "C" fn nvmx_rs_vm_init(vm: *mut raw::nvmx_vm, rs: *mut *mut c_void) -> i32 {
+unsafe extern "C" fn nvmx_rs_vm_init(vm: *mut raw::nvmx_vm, rs: *mut *mut c_void) -> i32 {
     let Some(ptr) = NonNull::new(vm) else {
         return EINVAL.to_errno();
     };
-    // INVARIANT: The shim frees its `nvmx_vm` only after `nvmx_rs_vm_destroy`
-    // dropped the state that holds this handle.
+    // INVARIANT: The caller guarantees that the object outlives the state.
     let handle = VmHandle { ptr };
-    match VmState::new(handle).and_then(|s| Ok(Arc::new(s, GFP_KERNEL)?)) {
+    match CacheVm::new(handle) {
         Ok(state) => {
             LIVE_VMS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: The shim passes a valid out-pointer.
-            unsafe { *rs = Arc::into_raw(state).cast_mut().cast() };
+            // SAFETY: `rs` is a valid out-pointer (caller contract).
+            unsafe { *rs = state.into_foreign().cast_mut() };
             0
         }
         Err(e) => e.to_errno(),
     }
 }
 
+/// Drops the VM's state.
+///
+/// # Safety
+///
+/// `rs` must be null or what `nvmx_rs_vm_init` stored, passed once, after
+/// the notifier is unregistered, the work item cancelled and every vCPU
+/// freed.
 #[no_mangle]
-extern "C" fn nvmx_rs_vm_destroy(rs: *mut c_void) {
-    if !rs.is_null() {
-        // SAFETY: `rs` came from `Arc::into_raw` in `nvmx_rs_vm_init`, and
-        // the shim calls this once, after the notifier is unregistered.
-        drop(unsafe { Arc::<VmState>::from_raw(rs.cast()) });
+unsafe extern "C" fn nvmx_rs_vm_destroy(rs: *mut c_void) {
+    // SAFETY: The caller's contract is `try_from_foreign`'s.
+    if let Some(vm) = unsafe { Arc::<CacheVm>::try_from_foreign(rs) } {
+        drop(vm);
         LIVE_VMS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+/// Module-wide counts of live kernel mappings, page references and VM
+/// states, for leak checks.
+///
+/// # Safety
+///
+/// The three pointers must be null or valid out-pointers.
 #[no_mangle]
-extern "C" fn nvmx_rs_live(mappings: *mut u64, refs: *mut u64, vms: *mut u64) {
+unsafe extern "C" fn nvmx_rs_live(mappings: *mut u64, refs: *mut u64, vms: *mut u64) {
     if mappings.is_null() || refs.is_null() || vms.is_null() {
         return;
     }
-    // SAFETY: The shim passes three valid out-pointers.
+    // SAFETY: Three valid out-pointers (caller contract).
     unsafe {
         *mappings = LIVE_MAPPINGS.load(Ordering::Relaxed);
         *refs = LIVE_REFS.load(Ordering::Relaxed);
@@ -665,192 +718,286 @@ extern "C" fn nvmx_rs_live(mappings: *mut u64, refs: *mut u64, vms: *mut u64) {
     }
 }
 
+/// Creates a vCPU's caches; stores them in `*vcpu_priv`.
+///
+/// # Safety
+///
+/// `vcpu` must be the live vCPU being created, `rs` the VM's state (see
+/// [`vm_state`]) and `vcpu_priv` a valid out-pointer.
 #[no_mangle]
-extern "C" fn nvmx_rs_vcpu_init(
+unsafe extern "C" fn nvmx_rs_vcpu_init(
     vcpu: *mut raw::kvm_vcpu,
     rs: *mut c_void,
     vcpu_priv: *mut *mut c_void,
 ) -> i32 {
-    let Some(ptr) = NonNull::new(vcpu) else {
+    // SAFETY: The vCPU is live for this call (caller contract).
+    let Some(vcpu) = (unsafe { vcpu_of(vcpu) }) else {
         return EINVAL.to_errno();
     };
-    // INVARIANT: KVM passes the live vCPU being created.
-    let vcpu = Vcpu {
-        ptr,
-        _p: PhantomData,
-    };
-    // SAFETY: `rs` is the VM's state from `nvmx_rs_vm_init`, alive until
-    // vm_destroy, which KVM calls after every vCPU is freed.
-    let vm = unsafe { vm_state(rs) };
-    match VcpuState::new(vm, &vcpu).and_then(|s| Ok(KBox::new(s, GFP_KERNEL)?)) {
+    // SAFETY: `rs` is the VM's live state (caller contract).
+    let vm: Arc<CacheVm> = unsafe { vm_state(rs) }.into();
+    match CacheVcpu::new(vm, &vcpu).and_then(|c| Ok(KBox::new(c, GFP_KERNEL)?)) {
         Ok(b) => {
-            // SAFETY: KVM passes a valid out-pointer.
-            unsafe { *vcpu_priv = KBox::into_raw(b).cast() };
+            // SAFETY: A valid out-pointer (caller contract).
+            unsafe { *vcpu_priv = b.into_foreign().cast_mut() };
             0
         }
         Err(e) => e.to_errno(),
     }
 }
 
+/// Frees a vCPU's caches.
+///
+/// # Safety
+///
+/// `vcpu_priv` must be null or what `nvmx_rs_vcpu_init` stored, passed
+/// once, after KVM's last map/unmap/get/put of the vCPU.
 #[no_mangle]
-extern "C" fn nvmx_rs_vcpu_free(_vcpu: *mut raw::kvm_vcpu, vcpu_priv: *mut c_void) {
-    if !vcpu_priv.is_null() {
-        // SAFETY: `vcpu_priv` came from `KBox::into_raw` in
-        // `nvmx_rs_vcpu_init`; KVM calls this once, after the vCPU's last
-        // map/unmap/get/put.
-        drop(unsafe { KBox::<VcpuState>::from_raw(vcpu_priv.cast()) });
-    }
+unsafe extern "C" fn nvmx_rs_vcpu_free(_vcpu: *mut raw::kvm_vcpu, vcpu_priv: *mut c_void) {
+    // SAFETY: The caller's contract is `try_from_foreign`'s.
+    drop(unsafe { KBox::<CacheVcpu>::try_from_foreign(vcpu_priv) });
 }
 
+/// The provider's `map()`: the page, or a negative errno in `kaddr`. The
+/// hit of a hardware-visible page is handled here, with no call and no
+/// lock; everything else in [`map_rest`].
+///
+/// # Safety
+///
+/// KVM's `map()` context: `vcpu` is live and loaded, `vcpu_priv` its state
+/// (see [`vcpu_state`]), `kvm->srcu` is held and `gen` was read under it;
+/// process context.
 #[no_mangle]
-extern "C" fn nvmx_rs_map(
+unsafe extern "C" fn nvmx_rs_map(
     vcpu: *mut raw::kvm_vcpu,
     vcpu_priv: *mut c_void,
     page: u32,
     gfn: u64,
-    map: *mut raw::kvm_host_map,
-) -> i32 {
-    // SAFETY: KVM passes live pointers that stay valid for this call.
-    let (Some((vcpu, mut map)), Some(kind)) = (unsafe { handles(vcpu, map) }, page_kind(page))
-    else {
-        return EINVAL.to_errno();
-    };
-    // SAFETY: `vcpu_priv` was stored by vcpu_init and lives until vcpu_free.
-    let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    match state.map(&vcpu, kind, gfn, &mut map) {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
+    gen: u64,
+) -> raw::nvmx_mapped {
+    // SAFETY: The vCPU's state (caller contract).
+    let c = unsafe { vcpu_state(vcpu_priv) };
+    if let Some(hit) = hw_page_kind(page).and_then(|kind| c.hit_hw(kind, gfn, gen)) {
+        return raw::nvmx_mapped {
+            kaddr: hit.mapping,
+            pfn: hit.pfn,
+        };
     }
+    // SAFETY: The caller's contract is ours.
+    unsafe { map_rest(vcpu, c, page, gfn, gen) }
 }
 
-#[no_mangle]
-extern "C" fn nvmx_rs_unmap(
+/// # Safety
+///
+/// As for [`nvmx_rs_map`], whose vCPU state `c` is.
+#[inline(never)]
+unsafe fn map_rest(
     vcpu: *mut raw::kvm_vcpu,
-    vcpu_priv: *mut c_void,
+    c: &CacheVcpu,
     page: u32,
-    map: *mut raw::kvm_host_map,
-    dirty: bool,
-) {
-    // SAFETY: As in `nvmx_rs_map`.
-    let (Some((vcpu, mut map)), Some(kind)) = (unsafe { handles(vcpu, map) }, page_kind(page))
-    else {
-        return;
+    gfn: u64,
+    gen: u64,
+) -> raw::nvmx_mapped {
+    // SAFETY: The vCPU is live for this call (caller contract).
+    let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
+        return mapped_err(EINVAL);
     };
-    // SAFETY: As in `nvmx_rs_map`.
-    let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    state.unmap(&vcpu, kind, &mut map, dirty);
-}
-
-#[no_mangle]
-extern "C" fn nvmx_rs_get(
-    vcpu: *mut raw::kvm_vcpu,
-    vcpu_priv: *mut c_void,
-    page: u32,
-    map: *mut raw::kvm_host_map,
-) -> *mut c_void {
-    // SAFETY: As in `nvmx_rs_map`.
-    let (Some((_vcpu, map)), Some(kind)) = (unsafe { handles(vcpu, map) }, page_kind(page)) else {
-        return core::ptr::null_mut();
-    };
-    // SAFETY: As in `nvmx_rs_map`.
-    let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    match state {
-        VcpuState::PassThrough(_) => map.hva(),
-        VcpuState::Cache(c) => match c.get(kind) {
-            Some((kaddr, guard)) => {
-                // The shared hold lasts until KVM's matching put(); the
-                // provider contract pairs every non-null get() with one.
-                guard.leak();
-                kaddr as usize as *mut c_void
+    match c.map(&vcpu, kind, gfn, gen) {
+        Ok(m) => {
+            // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
+            let _pfn = m.page_ref.map(PageRef::into_raw);
+            raw::nvmx_mapped {
+                kaddr: m.kaddr,
+                pfn: m.pfn,
             }
-            None => core::ptr::null_mut(),
-        },
+        }
+        Err(e) => mapped_err(e),
     }
 }
 
-#[no_mangle]
-extern "C" fn nvmx_rs_put(
-    _vcpu: *mut raw::kvm_vcpu,
-    vcpu_priv: *mut c_void,
-    page: u32,
-    _map: *mut raw::kvm_host_map,
-    _dirty: bool,
-) {
-    let Some(kind) = page_kind(page) else {
-        return;
-    };
-    // SAFETY: As in `nvmx_rs_map`.
-    let state = unsafe { priv_ref::<VcpuState>(vcpu_priv) };
-    if let VcpuState::Cache(c) = state {
-        // SAFETY: KVM calls put() exactly once after each non-null get() of
-        // the same page, whose guard `nvmx_rs_get` leaked.
-        unsafe { c.slot(kind).unlock_leaked_read() };
+/// A failed `map()`: the errno in `kaddr`, as `ERR_PTR()` would.
+fn mapped_err(e: Error) -> raw::nvmx_mapped {
+    raw::nvmx_mapped {
+        kaddr: i64::from(e.to_errno()) as u64,
+        pfn: 0,
     }
 }
 
-/// Borrows the VM state behind the shim's `rs` pointer.
+/// The provider's `unmap()`. The release of a hardware-visible page KVM
+/// did not write is handled here, with no call; everything else in
+/// [`unmap_rest`].
 ///
 /// # Safety
 ///
-/// `rs` must be the pointer `nvmx_rs_vm_init` stored, before vm_destroy.
-unsafe fn vm_state<'a>(rs: *mut c_void) -> &'a VmState {
-    // SAFETY: Guaranteed by the caller: the Arc's allocation is live.
-    unsafe { priv_ref::<VmState>(rs) }
+/// As for [`nvmx_rs_map`], for a page that a successful `map()` of the same
+/// kind gave out and that is unmapped once; `pfn` is the pfn `map()`
+/// returned.
+#[no_mangle]
+unsafe extern "C" fn nvmx_rs_unmap(
+    vcpu: *mut raw::kvm_vcpu,
+    vcpu_priv: *mut c_void,
+    page: u32,
+    pfn: u64,
+    dirty: bool,
+) {
+    // SAFETY: As in `nvmx_rs_map`.
+    let c = unsafe { vcpu_state(vcpu_priv) };
+    if !dirty && hw_page_kind(page).is_some_and(|kind| c.unmap_hw_clean(kind)) {
+        return;
+    }
+    // SAFETY: The caller's contract is ours.
+    unsafe { unmap_rest(vcpu, c, page, pfn, dirty) }
 }
 
+/// # Safety
+///
+/// As for [`nvmx_rs_unmap`], whose vCPU state `c` is.
+#[inline(never)]
+unsafe fn unmap_rest(vcpu: *mut raw::kvm_vcpu, c: &CacheVcpu, page: u32, pfn: u64, dirty: bool) {
+    // SAFETY: The vCPU is live for this call (caller contract).
+    let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
+        return;
+    };
+    if kind.hardware_visible() {
+        c.unmap_hw(&vcpu, kind, dirty);
+    } else {
+        // SAFETY: For this kind `map()` handed KVM a reference as the pfn
+        // (`Mapped::page_ref`), and KVM unmaps each mapping once.
+        c.unmap_ref(&vcpu, kind, unsafe { PageRef::from_raw(pfn) }, dirty);
+    }
+}
+
+/// The provider's `get()`: the page's kernel address with the cache held
+/// shared until `put()`, or null.
+///
+/// # Safety
+///
+/// `vcpu_priv` is the vCPU's state (see [`vcpu_state`]); a non-null result
+/// must be followed by exactly one [`nvmx_rs_put`] of the same page.
 #[no_mangle]
-extern "C" fn nvmx_rs_memslots_updated(rs: *mut c_void, gen: u64) {
-    // SAFETY: Memslot updates cannot race with VM destruction.
+unsafe extern "C" fn nvmx_rs_get(vcpu_priv: *mut c_void, page: u32) -> *mut c_void {
+    let Some(kind) = page_kind(page) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: The vCPU's state (caller contract).
+    let c = unsafe { vcpu_state(vcpu_priv) };
+    match c.get(kind) {
+        Some((kaddr, guard)) => {
+            // The shared hold lasts until the matching `put()`.
+            guard.leak();
+            kaddr as usize as *mut c_void
+        }
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// The provider's `put()`.
+///
+/// # Safety
+///
+/// Exactly once after each non-null [`nvmx_rs_get`] of the same page and
+/// vCPU state.
+#[no_mangle]
+unsafe extern "C" fn nvmx_rs_put(vcpu_priv: *mut c_void, page: u32) {
+    let Some(kind) = page_kind(page) else {
+        return;
+    };
+    // SAFETY: The vCPU's state (caller contract).
+    let c = unsafe { vcpu_state(vcpu_priv) };
+    // SAFETY: `nvmx_rs_get` leaked the guard of this shared hold.
+    unsafe { c.lock_of(kind).unlock_leaked_read() };
+}
+
+/// The VM's memslots changed.
+///
+/// # Safety
+///
+/// `rs` is the VM's state (see [`vm_state`]).
+#[no_mangle]
+unsafe extern "C" fn nvmx_rs_memslots_updated(rs: *mut c_void, gen: u64) {
+    // SAFETY: Caller contract.
     unsafe { vm_state(rs) }.memslots_updated(gen);
 }
 
+/// The notifier's `invalidate_range_start`.
+///
+/// # Safety
+///
+/// `rs` is the VM's state (see [`vm_state`]); the shim unregisters the
+/// notifier, waiting for callbacks, before it destroys the state.
 #[no_mangle]
-extern "C" fn nvmx_rs_mn_start(rs: *mut c_void, start: u64, end: u64) {
-    // SAFETY: The shim unregisters the notifier (waiting for callbacks)
-    // before it destroys the VM state.
+unsafe extern "C" fn nvmx_rs_mn_start(rs: *mut c_void, start: u64, end: u64) {
+    // SAFETY: Caller contract.
     unsafe { vm_state(rs) }.invalidate_start(start, end);
 }
 
+/// The VM's work item.
+///
+/// # Safety
+///
+/// `rs` is the VM's state (see [`vm_state`]); the shim cancels the work
+/// item, waiting for it, before it destroys the state.
 #[no_mangle]
-extern "C" fn nvmx_rs_reap(rs: *mut c_void) {
-    // SAFETY: The shim cancels its work item (waiting for it) before it
-    // destroys the VM state.
+unsafe extern "C" fn nvmx_rs_reap(rs: *mut c_void) {
+    // SAFETY: Caller contract.
     unsafe { vm_state(rs) }.reap();
 }
 
+/// The notifier's `invalidate_range_end`.
+///
+/// # Safety
+///
+/// As for [`nvmx_rs_mn_start`].
 #[no_mangle]
-extern "C" fn nvmx_rs_mn_end(rs: *mut c_void, start: u64, end: u64) {
-    // SAFETY: As in `nvmx_rs_mn_start`.
+unsafe extern "C" fn nvmx_rs_mn_end(rs: *mut c_void, start: u64, end: u64) {
+    // SAFETY: Caller contract.
     unsafe { vm_state(rs) }.invalidate_end(start, end);
 }
 
+/// The notifier's `release`.
+///
+/// # Safety
+///
+/// As for [`nvmx_rs_mn_start`].
 #[no_mangle]
-extern "C" fn nvmx_rs_mn_release(rs: *mut c_void) {
-    // SAFETY: As in `nvmx_rs_mn_start`.
+unsafe extern "C" fn nvmx_rs_mn_release(rs: *mut c_void) {
+    // SAFETY: Caller contract.
     unsafe { vm_state(rs) }.release();
 }
 
+/// The VM's statistics, in the order of `enum nvmx_stat`.
+///
+/// # Safety
+///
+/// `rs` is the VM's state (see [`vm_state`]; the shim removes the file,
+/// waiting for readers, before it destroys the state); `out` is null or an
+/// array of `NR_STATS` values.
 #[no_mangle]
-extern "C" fn nvmx_rs_vm_stats(rs: *mut c_void, out: *mut u64) {
+unsafe extern "C" fn nvmx_rs_vm_stats(rs: *mut c_void, out: *mut u64) {
     if out.is_null() {
         return;
     }
-    // SAFETY: The shim removes the statistics file (waiting for readers)
-    // before it destroys the VM state.
+    // SAFETY: Caller contract.
     let vm = unsafe { vm_state(rs) };
-    // SAFETY: The shim passes an array of `NR_STATS` values.
+    // SAFETY: An array of `NR_STATS` values (caller contract).
     let out = unsafe { core::slice::from_raw_parts_mut(out, NR_STATS) };
     vm.stats(out);
 }
 
+/// The statistics of the `pos`-th vCPU, in the order of
+/// `enum nvmx_vcpu_stat`; false if there is none.
+///
+/// # Safety
+///
+/// As for [`nvmx_rs_vm_stats`], with `NR_VCPU_STATS` values.
 #[no_mangle]
-extern "C" fn nvmx_rs_vcpu_stats(rs: *mut c_void, pos: u32, out: *mut u64) -> bool {
+unsafe extern "C" fn nvmx_rs_vcpu_stats(rs: *mut c_void, pos: u32, out: *mut u64) -> bool {
     if out.is_null() {
         return false;
     }
-    // SAFETY: As in `nvmx_rs_vm_stats`.
+    // SAFETY: Caller contract.
     let vm = unsafe { vm_state(rs) };
-    // SAFETY: The shim passes an array of `NR_VCPU_STATS` values.
+    // SAFETY: An array of `NR_VCPU_STATS` values (caller contract).
     let out = unsafe { core::slice::from_raw_parts_mut(out, NR_VCPU_STATS) };
     vm.vcpu_stats(pos as usize, out)
 }

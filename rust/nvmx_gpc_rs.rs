@@ -8,13 +8,12 @@
 //! to it for their whole life and hold a reference on the module, so
 //! `rmmod` is refused while such a VM exists. `provider=cache` (default)
 //! selects the page cache of [`cache`], `provider=passthrough` the stock
-//! mapping for every operation (see [`provider`]).
+//! mapping for every operation (the C shim's second hook table).
 
 use kernel::prelude::*;
 
 mod cache;
 mod ffi;
-mod provider;
 #[path = "cache/state.rs"]
 pub mod state;
 

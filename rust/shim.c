@@ -16,6 +16,7 @@
 #include <linux/bitmap.h>
 #include <linux/build_bug.h>
 #include <linux/debugfs.h>
+#include <linux/err.h>
 #include <linux/io.h>
 #include <linux/kvm_host.h>
 #include <linux/mmu_notifier.h>
@@ -110,45 +111,6 @@ u32 nvmx_shim_provider(void)
 						 NVMX_PROVIDER_PASSTHROUGH;
 }
 
-int nvmx_shim_stock_map(struct kvm_vcpu *vcpu, u64 gfn, struct kvm_host_map *map)
-{
-	return kvm_vcpu_map(vcpu, gfn, map);
-}
-
-void nvmx_shim_stock_unmap(struct kvm_vcpu *vcpu, struct kvm_host_map *map, bool dirty)
-{
-	kvm_vcpu_unmap(vcpu, map, dirty);
-}
-
-void *nvmx_shim_map_hva(const struct kvm_host_map *map)
-{
-	return map->hva;
-}
-
-u64 nvmx_shim_map_pfn(const struct kvm_host_map *map)
-{
-	return map->pfn;
-}
-
-void nvmx_shim_map_fill(struct kvm_host_map *map, u64 kaddr, u64 pfn, u64 gfn)
-{
-	map->page = NULL;
-	map->hva = (void *)(unsigned long)kaddr;
-	map->pfn = pfn;
-	map->gfn = gfn;
-}
-
-void nvmx_shim_map_clear(struct kvm_host_map *map)
-{
-	map->page = NULL;
-	map->hva = NULL;
-}
-
-u64 nvmx_shim_memslots_gen(struct kvm_vcpu *vcpu)
-{
-	return kvm_memslots(vcpu->kvm)->generation;
-}
-
 const struct kvm_memory_slot *nvmx_shim_lookup(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva)
 {
 	/* The VM's memslots, not the vCPU's SMM view, as kvm_vcpu_map(). */
@@ -193,12 +155,12 @@ int nvmx_shim_resolve(const struct kvm_memory_slot *slot, u64 gfn, struct nvmx_p
 	return 0;
 }
 
-void nvmx_shim_put_pfn(const struct nvmx_pfn *p, bool dirty)
+void nvmx_shim_put_pfn(u64 pfn, bool dirty)
 {
 	if (dirty)
-		kvm_release_pfn_dirty(p->pfn);
+		kvm_release_pfn_dirty(pfn);
 	else
-		kvm_release_pfn_clean(p->pfn);
+		kvm_release_pfn_clean(pfn);
 }
 
 /* The rule of kvm_pfn_to_refcounted_page(), which is not exported. */
@@ -439,13 +401,9 @@ static int shim_vm_init(struct kvm *kvm, void **vm_priv)
 	if (r)
 		goto rs;
 
-	/* Only the cache has statistics; tests take a file to mean a cache. */
-	if (nvmx_shim_provider() == NVMX_PROVIDER_CACHE) {
-		snprintf(name, sizeof(name), "%d-%ld", task_pid_nr(current),
-			 atomic_long_inc_return(&nvmx_vm_serial));
-		vm->stats = debugfs_create_file(name, 0444, nvmx_debugfs_dir, vm,
-						&nvmx_stats_fops);
-	}
+	snprintf(name, sizeof(name), "%d-%ld", task_pid_nr(current),
+		 atomic_long_inc_return(&nvmx_vm_serial));
+	vm->stats = debugfs_create_file(name, 0444, nvmx_debugfs_dir, vm, &nvmx_stats_fops);
 	*vm_priv = vm;
 	return 0;
 
@@ -488,28 +446,52 @@ static void shim_vcpu_free(struct kvm_vcpu *vcpu, void *vcpu_priv)
 	nvmx_rs_vcpu_free(vcpu, vcpu_priv);
 }
 
+/*
+ * KVM's record of a mapping the cache made.  page stays NULL: the
+ * provider contract says KVM does not read it, and nothing of the cache's
+ * is a struct page KVM could release.
+ */
 static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
 		    gfn_t gfn, struct kvm_host_map *map)
 {
-	return nvmx_rs_map(vcpu, vcpu_priv, page, gfn, map);
+	struct nvmx_mapped m;
+
+	map->page = NULL;
+	map->gfn = gfn;
+	/*
+	 * KVM calls map() with kvm->srcu held, as the read requires.  The
+	 * address space is the constant 0, as kvm_memslots() has it, without
+	 * that helper's array_index_nospec().
+	 */
+	m = nvmx_rs_map(vcpu, vcpu_priv, page, gfn,
+			srcu_dereference(vcpu->kvm->memslots[0], &vcpu->kvm->srcu)->generation);
+	if (IS_ERR_VALUE(m.kaddr))
+		return (int)m.kaddr;
+	map->hva = (void *)(unsigned long)m.kaddr;
+	map->pfn = m.pfn;
+	return 0;
 }
 
 static void shim_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
 		       struct kvm_host_map *map, bool dirty)
 {
-	nvmx_rs_unmap(vcpu, vcpu_priv, page, map, dirty);
+	u64 pfn = map->pfn;
+
+	map->page = NULL;
+	map->hva = NULL;
+	nvmx_rs_unmap(vcpu, vcpu_priv, page, pfn, dirty);
 }
 
 static void *shim_get(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
 		      struct kvm_host_map *map)
 {
-	return nvmx_rs_get(vcpu, vcpu_priv, page, map);
+	return nvmx_rs_get(vcpu_priv, page);
 }
 
 static void shim_put(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
 		     struct kvm_host_map *map, bool dirty)
 {
-	nvmx_rs_put(vcpu, vcpu_priv, page, map, dirty);
+	nvmx_rs_put(vcpu_priv, page);
 }
 
 static void shim_memslots_updated(struct kvm *kvm, void *vm_priv, u64 gen)
@@ -532,6 +514,50 @@ static const struct kvm_nvmx_page_ops nvmx_gpc_ops = {
 	.put = shim_put,
 	.memslots_updated = shim_memslots_updated,
 };
+
+/*
+ * provider=passthrough: the stock calls behind the hook table, to prove the
+ * hook layer alone (KVM must behave exactly as without the module).  No
+ * per-VM or per-vCPU state, no notifier, no statistics file.
+ */
+static int pt_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
+		  gfn_t gfn, struct kvm_host_map *map)
+{
+	return kvm_vcpu_map(vcpu, gfn, map);
+}
+
+static void pt_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
+		     struct kvm_host_map *map, bool dirty)
+{
+	kvm_vcpu_unmap(vcpu, map, dirty);
+}
+
+static void *pt_get(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
+		    struct kvm_host_map *map)
+{
+	return map->hva;
+}
+
+static void pt_put(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
+		   struct kvm_host_map *map, bool dirty)
+{
+}
+
+static const struct kvm_nvmx_page_ops nvmx_passthrough_ops = {
+	.owner = THIS_MODULE,
+	.name = "nvmx_gpc (passthrough)",
+	.map = pt_map,
+	.unmap = pt_unmap,
+	.get = pt_get,
+	.put = pt_put,
+};
+
+/* The table chosen by provider= at load time (the parameter is 0444). */
+static const struct kvm_nvmx_page_ops *nvmx_ops(void)
+{
+	return nvmx_shim_provider() == NVMX_PROVIDER_CACHE ? &nvmx_gpc_ops :
+							      &nvmx_passthrough_ops;
+}
 
 /*
  * --- The per-operation benchmark. ---
@@ -575,8 +601,6 @@ static struct {
 
 static void nvmx_bench_track(struct kvm_vcpu *vcpu, void *vcpu_priv)
 {
-	if (nvmx_shim_provider() != NVMX_PROVIDER_CACHE)
-		return;
 	mutex_lock(&nvmx_bench.lock);
 	nvmx_bench.vcpu = vcpu;
 	nvmx_bench.vcpu_priv = vcpu_priv;
@@ -730,7 +754,7 @@ int nvmx_shim_register(void)
 	nvmx_debugfs_dir = debugfs_create_dir("nvmx_gpc", NULL);
 	debugfs_create_file("live", 0444, nvmx_debugfs_dir, NULL, &nvmx_live_fops);
 	debugfs_create_file("bench", 0600, nvmx_debugfs_dir, NULL, &nvmx_bench_fops);
-	r = kvm_nvmx_register_page_ops(&nvmx_gpc_ops);
+	r = kvm_nvmx_register_page_ops(nvmx_ops());
 	if (r)
 		debugfs_remove(nvmx_debugfs_dir);
 	return r;
@@ -738,6 +762,6 @@ int nvmx_shim_register(void)
 
 void nvmx_shim_unregister(void)
 {
-	kvm_nvmx_unregister_page_ops(&nvmx_gpc_ops);
+	kvm_nvmx_unregister_page_ops(nvmx_ops());
 	debugfs_remove(nvmx_debugfs_dir);
 }

@@ -20,12 +20,17 @@
 //! - [`InvalSeq`]: the per-VM invalidation counters that the module's own
 //!   mmu_notifier drives: [`InvalSeq::begin`], [`InvalSeq::end`],
 //!   [`InvalSeq::snapshot`] and [`InvalSeq::retry_needed`].
-//! - [`CacheState`]: one cache. [`CacheState::activate`],
-//!   [`CacheState::check`] (shared lock) or [`CacheState::lookup`] (exclusive
-//!   lock, counts hits), [`CacheState::begin_refresh`],
-//!   [`CacheState::finish_refresh`], [`CacheState::invalidate_range`],
-//!   [`CacheState::invalidate_all`], [`CacheState::deactivate`] and
-//!   [`CacheState::stats`].
+//! - [`CacheState`]: the locked half of one cache. [`CacheState::activate`],
+//!   [`CacheState::check`] (shared lock), [`CacheState::note_miss`],
+//!   [`CacheState::begin_refresh`], [`CacheState::finish_refresh`],
+//!   [`CacheState::invalidate_range`], [`CacheState::invalidate_all`],
+//!   [`CacheState::deactivate`] and [`CacheState::stats`]. The methods that
+//!   change what may be served take the cache's [`HitView`] and keep it
+//!   in step.
+//! - [`HitView`]: the lock-free half, which the vCPU's hit path reads and
+//!   writes: [`HitView::claim`], [`HitView::lookup`], [`HitView::still`],
+//!   [`HitView::release`]. Its documentation holds the hit path's
+//!   ordering argument.
 //!
 //! # States
 //!
@@ -42,16 +47,16 @@
 //! "Locking" below).
 //!
 //! ```text
+//! if the lock-free hit of `HitView` finds the page { return Ok }  // No lock.
 //! for attempt in 0..MAX_ATTEMPTS {
 //!     lock(L);                                  // No sleeping from here...
-//!     if let Lookup::Hit { .. } = state.lookup(gpa, gen_now) { unlock(L); return Ok }
 //!     (slot, uhva) = gfn_to_memslot(..), gfn_to_hva_memslot(..); // kvm->srcu held.
-//!     ticket = state.begin_refresh(gpa, gen_now, uhva, &vm.inval)?;
+//!     ticket = state.begin_refresh(gpa, gen_now, uhva, &vm.inval, &view)?;
 //!     unlock(L);                                // ...to here.
 //!     pfn = gfn_to_pfn_memslot(slot, gfn);      // May sleep (faults uhva in).
 //!     mapping = kmap(pfn) or memremap(pfn);     // May sleep.
 //!     lock(L);                                  // No sleeping.
-//!     commit = state.finish_refresh(ticket, resolved, &vm.inval);
+//!     commit = state.finish_refresh(ticket, resolved, &vm.inval, &view);
 //!     unlock(L);
 //!     match commit {                            // Everything below may sleep.
 //!         Installed { old } => { drop the page reference; unmap `old` if it is a
@@ -96,8 +101,9 @@
 //! TLB flush (the wait spins; it does not sleep).
 //!
 //! [`Invalidated::kick_vcpu`] is set while the vCPU may have the page's
-//! address in vmcs02: from the hit or refresh that gave it out until
-//! [`CacheState::unmapped`], also for a cache that was already invalid.
+//! address in vmcs02 (its claim, see [`HitView`]): from the hit or refresh
+//! that gave it out until [`HitView::release`], also for a cache that was
+//! already invalid.
 //!
 //! # Locking
 //!
@@ -132,19 +138,22 @@ pub const fn page_of(addr: u64) -> u64 {
     addr >> PAGE_SHIFT
 }
 
-/// One of the five L1-owned pages that nested VMX maps for a vCPU.
+/// One of the five L1-owned pages that nested VMX maps for a vCPU. The
+/// values are those of the C header's `enum nvmx_page` (the kernel module
+/// checks that at compile time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum PageKind {
     /// The MSR bitmap of vmcs12, read by KVM to merge the vmcs02 bitmap.
-    MsrBitmap,
+    MsrBitmap = 0,
     /// The enlightened VMCS (Hyper-V), read and written by KVM.
-    Evmcs,
+    Evmcs = 1,
     /// The APIC-access page, whose HPA goes into vmcs02.
-    ApicAccess,
+    ApicAccess = 2,
     /// The virtual-APIC page, whose HPA goes into vmcs02.
-    VirtualApic,
+    VirtualApic = 3,
     /// The posted-interrupt descriptor, whose HPA goes into vmcs02.
-    PiDesc,
+    PiDesc = 4,
 }
 
 impl PageKind {
@@ -1003,8 +1012,8 @@ impl CacheState {
     /// cache is invisible to invalidations, so for a hardware-visible page
     /// the vCPU must be out of guest mode and unable to enter with this page
     /// (vCPU thread under `vcpu->mutex`, as `free_nested()`), or the caller
-    /// must kick it first and keep it out; [`CacheState::hardware_in_use`]
-    /// tells whether that matters.
+    /// must kick it first and keep it out; [`HitView::claimed`] tells
+    /// whether that matters.
     pub fn deactivate(&mut self, view: &HitView) -> Option<Resolved> {
         if self.valid {
             self.stats.inval_teardown += 1;
