@@ -67,7 +67,7 @@ NVMX_BREAK(lookup, "look cached pages up by kind alone, ignoring a changed GPA")
 NVMX_BREAK(kick_target, "make every reload request to vCPU 0 (vcpu_idx read too early)")
 NVMX_BREAK(nonblock, "fail non-blockable invalidations with -EAGAIN (OOM reaper)")
 NVMX_BREAK(folio_ref, "take page references with get_page_unless_zero() (THP tail pages)")
-NVMX_BREAK(sticky_hw, "keep kicking a vCPU for a page after it left L2 (hw_in_use sticky)")
+NVMX_BREAK(sticky_hw, "keep kicking a vCPU for a page after it left L2 (the claim sticky)")
 
 /* nvmx_shim_resolve() relies on a direct map covering all of RAM. */
 static_assert(IS_ENABLED(CONFIG_X86_64));

@@ -54,10 +54,12 @@ def parse(log):
         elif "@@BENCH " in line and phase:
             f = kv(line.split("@@BENCH ", 1)[1])
             if f.get("test") == "nvmx_l2_loop" and int(f.get("iters", 0)) > 0:
-                mode = f["mode"]
+                # mode=<memory> (all pages) or <memory>_msr / <memory>_apic
+                # (only the MSR bitmap, only the two APIC pages: -p).
+                memory, _, only = f["mode"].partition("_")
                 value = int(f["ticks"]) / int(f["iters"])
-                rows.append(("l2_roundtrip", "none" if mode == "none" else "pages",
-                             mode, phase, value, "ticks"))
+                variant = "none" if memory == "none" else (only or "pages")
+                rows.append(("l2_roundtrip", variant, memory, phase, value, "ticks"))
         elif "@@RESULT " in line and phase:
             f = kv(line.split("@@RESULT ", 1)[1])
             # A test that measures stock and the module in one run (the
@@ -136,6 +138,11 @@ def checks(rows, stats):
         u = val.get(("memslot_perf", var, "unmanaged", "cache"))
         if m and u:
             out.append(f"memslot_perf {var}: cache, unmanaged/managed = {u / m:.3f}")
+    for (bench, var, mem, phase), v in val.items():
+        floor = val.get(("l2_roundtrip", "none", "none", phase))
+        if bench == "l2_roundtrip" and var != "none" and floor:
+            out.append(f"l2_roundtrip {phase} {mem} ({var}): {v / floor:.3f}x the no-page"
+                       f" floor, {v - floor:.0f} ticks above it")
     for phase, s in stats:
         if "memremap" in s and int(s.get("nested_run", 0)) > 0:
             out.append(f"{phase} {s['memory']}: {s['memremap']} memremaps over "
@@ -154,7 +161,8 @@ def panels(rows):
             key, bar = ("per-operation (ticks per pair)", unit), \
                 f"{'get+put' if bench == 'op_get_put' else 'map+unmap'} {var}"
         elif bench == "l2_roundtrip":
-            key, bar = (f"{bench} (ticks)", unit), phase
+            only = f" ({var} only)" if var in ("msr", "apic") else ""
+            key, bar = (f"{bench}{only} (ticks)", unit), phase
         else:
             key, bar = (f"{bench} {var} ({unit} per iteration)", unit), phase
         out.setdefault(key, {}).setdefault(mem, {})[bar] = value

@@ -16,6 +16,9 @@
  *              -a selects the host physical address (default 0x40000000);
  *              the test skips unless the range is outside System RAM.
  *
+ * -p msr|apic|all (default all) enables only the MSR bitmap, only the two
+ * APIC pages, or all three, to split the cost between them.
+ *
  * L1 runs -n round trips and measures them with RDTSC.  Every exit must be
  * the VMCALL.  In the page modes each round trip also checks the virtual
  * APIC page in both directions: L1 stores a TPR value in the page, L2 must
@@ -53,6 +56,16 @@
 
 enum mode { MODE_NONE, MODE_MANAGED, MODE_THP, MODE_UNMANAGED };
 
+/* Which of the pages L1 enables (-p). */
+#define PAGES_MSR	0x1ul
+#define PAGES_APIC	0x2ul
+
+static const char *const pages_names[] = {
+	[PAGES_MSR] = "msr",
+	[PAGES_APIC] = "apic",
+	[PAGES_MSR | PAGES_APIC] = "all",
+};
+
 static const char *const mode_names[] = {
 	[MODE_NONE] = "none",
 	[MODE_MANAGED] = "managed",
@@ -63,6 +76,7 @@ static const char *const mode_names[] = {
 /* Shared between the host, L1 and L2 (L2 runs on L1's page tables). */
 struct loop_args {
 	uint64_t iters;
+	/* PAGES_* bits; 0 for mode none. */
 	uint64_t use_pages;
 	uint64_t msr_bitmap_gpa;
 	uint64_t apic_access_gpa;
@@ -95,15 +109,20 @@ static void l1_enable_pages(struct loop_args *args)
 {
 	uint32_t ctl;
 
+	if (args->use_pages & PAGES_MSR) {
+		ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL) | CPU_BASED_USE_MSR_BITMAPS;
+		GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
+		GUEST_ASSERT(!vmwrite(MSR_BITMAP, args->msr_bitmap_gpa));
+	}
+	if (!(args->use_pages & PAGES_APIC))
+		return;
 	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
-	ctl |= CPU_BASED_USE_MSR_BITMAPS | CPU_BASED_TPR_SHADOW |
-	       CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
+	ctl |= CPU_BASED_TPR_SHADOW | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
 	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
 	ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
 	ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
 	GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
 
-	GUEST_ASSERT(!vmwrite(MSR_BITMAP, args->msr_bitmap_gpa));
 	GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR, args->apic_access_gpa));
 	GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR, args->vapic_gpa));
 	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
@@ -117,7 +136,7 @@ static void l1_check_exit(struct loop_args *args, uint64_t i)
 	GUEST_ASSERT_EQ(vmreadz(VM_EXIT_REASON), EXIT_REASON_VMCALL);
 	GUEST_ASSERT(!vmwrite(GUEST_RIP, vmreadz(GUEST_RIP) +
 			      vmreadz(VM_EXIT_INSTRUCTION_LEN)));
-	if (!args->use_pages)
+	if (!(args->use_pages & PAGES_APIC))
 		return;
 
 	/* CR8 is VTPR[7:4]. */
@@ -138,9 +157,10 @@ static void l1_guest_code(struct vmx_pages *vmx_pages, struct loop_args *args)
 	prepare_vmcs(vmx_pages, l2_guest_code,
 		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
 
-	l2_use_pages = args->use_pages;
-	if (args->use_pages) {
+	l2_use_pages = args->use_pages & PAGES_APIC;
+	if (args->use_pages)
 		l1_enable_pages(args);
+	if (args->use_pages & PAGES_APIC) {
 		*(volatile uint32_t *)(args->vapic + APIC_TPR_OFFSET) = 0;
 		l2_next_cr8 = 7;
 	}
@@ -160,7 +180,7 @@ static void l1_guest_code(struct vmx_pages *vmx_pages, struct loop_args *args)
 }
 
 static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
-			enum mode mode, uint64_t phys)
+			enum mode mode, uint64_t pages, uint64_t phys)
 {
 	uint64_t gva[NR_L1_PAGES];
 	int i;
@@ -198,7 +218,7 @@ static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
 	}
 
 	/* An all-zero MSR bitmap: L1 intercepts no MSR. */
-	args->use_pages = 1;
+	args->use_pages = pages;
 	args->msr_bitmap_gpa = addr_gva2gpa(vm, gva[0]);
 	args->apic_access_gpa = addr_gva2gpa(vm, gva[1]);
 	args->vapic_gpa = addr_gva2gpa(vm, gva[2]);
@@ -207,14 +227,14 @@ static void setup_pages(struct kvm_vm *vm, struct loop_args *args,
 
 static void usage(const char *name)
 {
-	printf("usage: %s [-m none|managed|thp|unmanaged] [-n iterations] [-a phys]\n",
+	printf("usage: %s [-m none|managed|thp|unmanaged] [-p msr|apic|all] [-n iterations] [-a phys]\n",
 	       name);
 	exit(KSFT_FAIL);
 }
 
 int main(int argc, char *argv[])
 {
-	uint64_t iters = 1000, phys = 0x40000000ul, ticks = 0;
+	uint64_t iters = 1000, phys = 0x40000000ul, ticks = 0, pages = PAGES_MSR | PAGES_APIC;
 	enum mode mode = MODE_MANAGED;
 	vm_vaddr_t vmx_gva, args_gva;
 	struct loop_args *args;
@@ -224,13 +244,19 @@ int main(int argc, char *argv[])
 	bool done = false;
 	int opt, i;
 
-	while ((opt = getopt(argc, argv, "m:n:a:h")) != -1) {
+	while ((opt = getopt(argc, argv, "m:p:n:a:h")) != -1) {
 		switch (opt) {
 		case 'm':
 			i = nvmx_name_index(mode_names, ARRAY_SIZE(mode_names), optarg);
 			if (i < 0)
 				usage(argv[0]);
 			mode = i;
+			break;
+		case 'p':
+			i = nvmx_name_index(pages_names, ARRAY_SIZE(pages_names), optarg);
+			if (i <= 0)
+				usage(argv[0]);
+			pages = i;
 			break;
 		case 'n':
 			iters = strtoull(optarg, NULL, 0);
@@ -254,7 +280,7 @@ int main(int argc, char *argv[])
 	args = addr_gva2hva(vm, args_gva);
 	memset(args, 0, sizeof(*args));
 	args->iters = iters;
-	setup_pages(vm, args, mode, phys);
+	setup_pages(vm, args, mode, pages, phys);
 	vcpu_args_set(vcpu, 2, vmx_gva, args_gva);
 
 	while (!done) {
@@ -277,9 +303,11 @@ int main(int argc, char *argv[])
 	kvm_vm_free(vm);
 
 	TEST_ASSERT(ticks > 0, "L1 reported no TSC delta");
-	printf("@@BENCH test=nvmx_l2_loop mode=%s iters=%lu ticks=%lu per_rt=%lu\n",
-	       mode_names[mode], iters, ticks, ticks / iters);
-	ksft_test_result_pass("%s: %lu round trips, %lu ticks each\n",
-			      mode_names[mode], iters, ticks / iters);
+	printf("@@BENCH test=nvmx_l2_loop mode=%s%s%s iters=%lu ticks=%lu per_rt=%lu\n",
+	       mode_names[mode], pages == (PAGES_MSR | PAGES_APIC) ? "" : "_",
+	       pages == (PAGES_MSR | PAGES_APIC) ? "" : pages_names[pages], iters, ticks,
+	       ticks / iters);
+	ksft_test_result_pass("%s (%s pages): %lu round trips, %lu ticks each\n",
+			      mode_names[mode], pages_names[pages], iters, ticks / iters);
 	ksft_finished();
 }

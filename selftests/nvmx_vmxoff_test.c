@@ -18,7 +18,7 @@
  *
  * Expected on stock KVM: the CR8 check passes, the statistics checks SKIP
  * (no statistics).  The old nvmx_gpc module (4e10b0e) never clears its
- * caches' hw_in_use flag after the vCPU left L2, so every cycle kicks the
+ * caches' claim on the page after the vCPU left L2, so every cycle kicks the
  * vCPU: "reloads" grows by about 2 per cycle (FAIL), and it has no
  * vcpu<i>_kicks lines (SKIP).
  *
@@ -161,7 +161,7 @@ static void run(enum mode mode, uint64_t cycles)
 		ksft_test_result_pass("%s: reloads stayed at %lu over %lu mprotect cycles\n",
 				      mode_names[mode], st0.reloads, cycles);
 	else
-		ksft_test_result_fail("%s: reloads grew by %lu over %lu mprotect cycles after the vCPU left L2 (hw_in_use left set)\n",
+		ksft_test_result_fail("%s: reloads grew by %lu over %lu mprotect cycles after the vCPU left L2 (claim left set)\n",
 				      mode_names[mode], st1.reloads - st0.reloads, cycles);
 
 	if (!kicks) {

@@ -26,6 +26,10 @@
 //! - The host page is freed once `invalidate_range_start` returned 0: from
 //!   then on, a vCPU in guest mode with that page's address, a valid cache
 //!   entry holding it or a `get()` returning it is a use-after-free.
+//! - The lock-free hit of `rust/cache.rs`: `map()` claims the page
+//!   (`HitView::claim`) in one step and reads the published copy
+//!   (`HitView::lookup`) in the next; the walk withdraws the copy and reads
+//!   the claim in one step under the cache's lock.
 //! - KVM: the vCPU thread runs `vcpu_enter_guest()`: it handles a pending
 //!   reload request (`unmap()` then `map()`), runs the software user (event
 //!   injection: `get()`), then sets `IN_GUEST_MODE` and enters unless a
@@ -33,7 +37,7 @@
 //!   vmcs02 until it leaves guest mode. A NULL from `get()` while the page is
 //!   mapped is fatal (`KVM_EXIT_INTERNAL_ERROR`) unless the reload request
 //!   is pending on that vCPU, in which case KVM retries after the reload.
-//!   A nested VM-exit calls `unmap()` (`unmapped()`); VM teardown then
+//!   A nested VM-exit calls `unmap()` (`HitView::release`); VM teardown then
 //!   calls `vcpu_free()`, which takes the VM lock, deactivates the cache
 //!   and takes it off the VM's list, after which the vCPU is freed: a
 //!   request or a kick that reaches it then is a use-after-free.
