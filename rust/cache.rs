@@ -68,6 +68,8 @@
 //!   reference for as long as the page is cached would pin the MSR bitmap
 //!   for the life of the vCPU; `nvmx_inval_test -m migrate` catches that.)
 
+#![forbid(unsafe_code)]
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::prelude::*;

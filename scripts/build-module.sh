@@ -30,7 +30,7 @@ build() {
 }
 
 step "rustfmt --check" /usr/bin/rustfmt --check --edition 2021 \
-	--config-path "$KSRC/.rustfmt.toml" "$NVMX_ROOT"/rust/*.rs
+	--config-path "$KSRC/.rustfmt.toml" "$NVMX_ROOT"/rust/*.rs "$NVMX_ROOT"/rust/ffi/*.rs
 step "module build (clippy, -Werror, -Dwarnings)" build "$OUT/module"
 step "module build with test knobs" build "$OUT/module-knobs" NVMX_TEST_KNOBS=1
 if modinfo -p "$OUT/module/nvmx_gpc.ko" | grep -q '^break_'; then
