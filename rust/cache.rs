@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The nested page cache: one persistent, invalidation-aware mapping per
-//! vCPU and page kind, behind the hook table of `<asm/kvm_nvmx_pages.h>`.
+//! The nested page cache: persistent, invalidation-aware mappings, [`WAYS`]
+//! per vCPU and page kind, behind the hook table of
+//! `<asm/kvm_nvmx_pages.h>`.
 //!
 //! C reference: [virt/kvm/pfncache.c](srctree/virt/kvm/pfncache.c). The
 //! state machine and its retry protocol are [`crate::state`], shared with
@@ -70,7 +71,7 @@
 
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -82,6 +83,18 @@ use crate::state::{
 };
 
 const NR_KINDS: usize = PageKind::ALL.len();
+
+/// Caches per vCPU and page kind ("ways"): an L1 that runs several L2s on
+/// one vCPU switches between their pages, and each of up to `WAYS` L2s
+/// keeps its own cache of each kind. The way to use is chosen by the page's
+/// GPA (an L2 switch changes the GPAs of the pages, and L2s that share a
+/// page share its way); a miss evicts the least recently used way.
+///
+/// Memory: a [`Slot`] is 224 bytes on x86_64, so the caches of one vCPU are
+/// 40 slots (8,960 bytes, one allocation with [`VcpuCaches`]) plus one
+/// `rwlock_t` allocation per slot. An invalidation walks only the ways that
+/// were ever used ([`Slot::armed`]).
+pub(crate) const WAYS: usize = 8;
 /// Lock class of the per-VM lock (see `nvmx_shim_rwlock_new()`).
 const VM_LOCK_CLASS: u32 = NR_KINDS as u32;
 
@@ -109,7 +122,20 @@ pub(crate) struct Locked {
 pub(crate) struct Slot {
     view: HitView,
     locked: RwLock<Locked>,
+    /// A refresh of this way began at least once; set under the per-VM
+    /// lock, so the invalidation walk, which holds that lock, may skip a
+    /// way without it: nothing was ever installed there.
+    armed: AtomicBool,
+    /// The vCPU's own bookkeeping (written only by it, under
+    /// `vcpu->mutex`): the gfn of the last refresh, for dirty marking at
+    /// `unmap()` and to find the way of a GPA again; and when the vCPU last
+    /// switched to this way, for the eviction.
+    gfn: AtomicU64,
+    last_use: AtomicU64,
 }
+
+// The size the documentation of `WAYS` states.
+const _: () = assert!(core::mem::size_of::<Slot>() == 224);
 
 impl Slot {
     fn new(kind: PageKind) -> Result<Self> {
@@ -124,15 +150,22 @@ impl Slot {
                     memunmaps: 0,
                 },
             )?,
+            armed: AtomicBool::new(false),
+            gfn: AtomicU64::new(0),
+            last_use: AtomicU64::new(0),
         })
+    }
+
+    fn armed(&self) -> bool {
+        self.armed.load(Ordering::Relaxed)
     }
 
     /// The lock-free hit of a hardware-visible page (see [`HitView`]): the
     /// claim comes first.
     #[inline]
-    fn hit_hw(&self, gpa: u64, gen: u64) -> Option<Hit> {
+    fn hit_hw(&self, gfn: u64, gen: u64) -> Option<Hit> {
         let prev = self.view.claim();
-        let hit = self.view.lookup(gpa, gen);
+        let hit = self.view.lookup_page(gfn, gen);
         match hit {
             Some(_) => self.view.count_hit(),
             None => self.view.restore_claim(prev),
@@ -144,10 +177,10 @@ impl Slot {
     /// `unmap()` (MSR bitmap, eVMCS): KVM's page reference, taken while the
     /// page is still published.
     #[inline(never)]
-    fn hit_ref(&self, gpa: u64, gen: u64) -> Option<(Hit, PageRef)> {
-        let hit = self.view.lookup(gpa, gen)?;
+    fn hit_ref(&self, gfn: u64, gen: u64) -> Option<(Hit, PageRef)> {
+        let hit = self.view.lookup_page(gfn, gen)?;
         let page_ref = PageRef::get(hit.pfn)?;
-        if !self.view.still(gpa) {
+        if !self.view.still(gfn) {
             drop(page_ref);
             return None;
         }
@@ -156,19 +189,21 @@ impl Slot {
     }
 }
 
-/// The caches of one vCPU, indexed by [`ffi::kind_index`].
+/// The caches of one vCPU: `WAYS` per page kind.
 ///
 /// # Invariants
 ///
-/// `slots[i]` holds a cache of the page kind with index `i`, and its lock
-/// has that kind's lockdep class.
+/// `slots[k][w]` holds way `w` of the page kind with index `k`
+/// ([`ffi::kind_index`]), and its lock has that kind's lockdep class.
 pub(crate) struct VcpuCaches {
     /// The vCPU, to kick it; its `vcpu_idx` is read only when kicking.
     vcpu: VcpuRef,
-    slots: [Slot; NR_KINDS],
-    /// The gfn KVM last mapped per kind, for dirty marking at `unmap()`:
-    /// written by each refresh, which is also what a hit serves.
-    gfns: [AtomicU64; NR_KINDS],
+    slots: [[Slot; WAYS]; NR_KINDS],
+    /// Per kind, the way KVM mapped last: the one `unmap()`, `get()` and
+    /// `put()` use. Written only by the vCPU, in `map()`.
+    cur: [AtomicUsize; NR_KINDS],
+    /// The vCPU's clock for [`Slot::last_use`].
+    clock: AtomicU64,
     /// Reload requests made to this vCPU (statistics).
     kicks: AtomicU64,
 }
@@ -256,7 +291,7 @@ impl CacheVm {
         let mut aliases = false;
         for v in vm.vcpus.iter().flatten() {
             let mut kicked = false;
-            for slot in v.slots.iter() {
+            for slot in v.all().filter(|s| s.armed()) {
                 let mut s = slot.locked.write();
                 if f(&mut s.state, &slot.view).kick_vcpu && !kicked {
                     // Before `s` is dropped: `get()` must not see the
@@ -283,17 +318,16 @@ impl CacheVm {
             let found = {
                 let vm = self.inner.write();
                 vm.vcpus.iter().flatten().find_map(|v| {
-                    PageKind::ALL.iter().find_map(|&kind| {
-                        let slot = &v.slots[ffi::kind_index(kind)];
+                    v.all().enumerate().find_map(|(i, slot)| {
                         let r = slot.locked.write().state.take_invalid_alias(&slot.view)?;
-                        Some((v.clone(), kind, r))
+                        Some((v.clone(), i, r))
                     })
                 })
             };
-            let Some((v, kind, r)) = found else {
+            let Some((v, i, r)) = found else {
                 return;
             };
-            v.release(kind, &r);
+            v.release(&v.slots[i / WAYS][i % WAYS], &r);
         }
     }
 
@@ -424,7 +458,7 @@ impl VcpuCaches {
     /// hits and their `memunmap()` count.
     fn add_stats(&self, total: &mut Stats) -> (u64, u64) {
         let (mut hits, mut memunmaps) = (0, 0);
-        for slot in self.slots.iter() {
+        for slot in self.all() {
             hits += slot.view.hits();
             let s = slot.locked.read();
             add_stats(total, s.state.stats());
@@ -433,30 +467,81 @@ impl VcpuCaches {
         (hits, memunmaps)
     }
 
-    /// Undoes a kernel mapping the cache of `kind` no longer serves, and
-    /// counts it if it was a `memunmap()`. The cache holds no page reference
-    /// of its own. May sleep; call with no lock held.
-    fn release(&self, kind: PageKind, r: &Resolved) {
+    /// Undoes a kernel mapping `slot` no longer serves, and counts it if it
+    /// was a `memunmap()`. The cache holds no page reference of its own.
+    /// May sleep; call with no lock held.
+    fn release(&self, slot: &Slot, r: &Resolved) {
         to_pfn(r).unmap();
         if r.unmanaged {
-            self.slots[ffi::kind_index(kind)].locked.write().memunmaps += 1;
+            slot.locked.write().memunmaps += 1;
         }
+    }
+
+    #[inline]
+    fn slot(&self, kind: PageKind, way: usize) -> &Slot {
+        &self.slots[ffi::kind_index(kind)][way % WAYS]
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().flatten()
+    }
+
+    /// The way of `kind` that KVM mapped last.
+    #[inline]
+    fn cur(&self, kind: PageKind) -> &Slot {
+        self.slot(
+            kind,
+            self.cur[ffi::kind_index(kind)].load(Ordering::Relaxed),
+        )
+    }
+
+    /// The vCPU uses way `way` of `kind` from now on.
+    fn switch_to(&self, kind: PageKind, way: usize) {
+        let now = self.clock.load(Ordering::Relaxed).wrapping_add(1);
+        self.clock.store(now, Ordering::Relaxed);
+        self.slot(kind, way).last_use.store(now, Ordering::Relaxed);
+        self.cur[ffi::kind_index(kind)].store(way, Ordering::Relaxed);
+    }
+
+    /// The way a refresh of `gfn` goes to: the way that held `gfn` last, else
+    /// one never used, else the least recently used. Reads only the vCPU's
+    /// own bookkeeping.
+    fn victim(&self, kind: PageKind, gfn: u64) -> usize {
+        let ways = || (0..WAYS).map(|w| (w, self.slot(kind, w)));
+        ways()
+            .find(|(_, s)| s.armed() && s.gfn.load(Ordering::Relaxed) == gfn)
+            .or_else(|| ways().find(|(_, s)| !s.armed()))
+            .or_else(|| ways().min_by_key(|(_, s)| s.last_use.load(Ordering::Relaxed)))
+            .map_or(0, |(w, _)| w)
     }
 }
 
 impl CacheVcpu {
     pub(crate) fn new(vm: Arc<CacheVm>, vcpu: &Vcpu<'_>) -> Result<Self> {
+        let ways = |kind| -> Result<[Slot; WAYS]> {
+            Ok([
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+                Slot::new(kind)?,
+            ])
+        };
         let caches = Arc::new(
             VcpuCaches {
                 vcpu: vcpu.to_ref(),
                 slots: [
-                    Slot::new(PageKind::ALL[0])?,
-                    Slot::new(PageKind::ALL[1])?,
-                    Slot::new(PageKind::ALL[2])?,
-                    Slot::new(PageKind::ALL[3])?,
-                    Slot::new(PageKind::ALL[4])?,
+                    ways(PageKind::ALL[0])?,
+                    ways(PageKind::ALL[1])?,
+                    ways(PageKind::ALL[2])?,
+                    ways(PageKind::ALL[3])?,
+                    ways(PageKind::ALL[4])?,
                 ],
-                gfns: [const { AtomicU64::new(0) }; NR_KINDS],
+                cur: [const { AtomicUsize::new(0) }; NR_KINDS],
+                clock: AtomicU64::new(0),
                 kicks: AtomicU64::new(0),
             },
             GFP_KERNEL_ACCOUNT,
@@ -466,32 +551,30 @@ impl CacheVcpu {
         Ok(CacheVcpu { vm, caches })
     }
 
-    fn slot(&self, kind: PageKind) -> &Slot {
-        &self.caches.slots[ffi::kind_index(kind)]
-    }
-
-    /// The lock that `get()` leaves held for `put()`.
+    /// The lock that `get()` leaves held for `put()`: that of the way KVM
+    /// mapped last, which does not change between the two.
     pub(crate) fn lock_of(&self, kind: PageKind) -> &RwLock<Locked> {
-        &self.slot(kind).locked
+        &self.caches.cur(kind).locked
     }
 
     /// The fast half of `map()` for a hardware-visible page: the page if
-    /// the cache holds `gfn` for memslot generation `gen` (read by the shim
-    /// under the `kvm->srcu` that KVM holds around `map()`). `None` for a
-    /// miss and for the other kinds, which [`CacheVcpu::map`] serves. Takes
-    /// no lock, makes no call.
+    /// the way KVM mapped last holds `gfn` for memslot generation `gen`
+    /// (read by the shim under the `kvm->srcu` that KVM holds around
+    /// `map()`). `None` for a miss and for the other kinds, which
+    /// [`CacheVcpu::map`] serves. Takes no lock, makes no call.
     #[inline]
     pub(crate) fn hit_hw(&self, kind: PageKind, gfn: u64, gen: u64) -> Option<Hit> {
         if !kind.hardware_visible() || ffi::break_lookup() {
             return None;
         }
-        // A hit is of the page the last refresh published, whose gfn that
-        // refresh recorded in `gfns`.
-        self.slot(kind).hit_hw(gfn << PAGE_SHIFT, gen)
+        // A hit is of the page the way's last refresh published, whose gfn
+        // that refresh recorded in `Slot::gfn`.
+        self.caches.cur(kind).hit_hw(gfn, gen)
     }
 
     /// The rest of `map()`: the hit of a page KVM keeps a reference to
-    /// (MSR bitmap, eVMCS), or a refresh.
+    /// (MSR bitmap, eVMCS), the hit of another way (an L2 switch), or a
+    /// refresh.
     #[inline(never)]
     pub(crate) fn map(
         &self,
@@ -500,35 +583,50 @@ impl CacheVcpu {
         gfn: u64,
         gen: u64,
     ) -> Result<Mapped> {
-        if !kind.hardware_visible() && !ffi::break_lookup() {
-            if let Some((hit, page_ref)) = self.slot(kind).hit_ref(gfn << PAGE_SHIFT, gen) {
-                return Ok(Mapped {
-                    pfn: hit.pfn,
-                    kaddr: hit.mapping,
-                    page_ref: Some(page_ref),
-                });
+        if !ffi::break_lookup() {
+            for way in 0..WAYS {
+                let slot = self.caches.slot(kind, way);
+                // A first look without the claim, so that a miss claims
+                // nothing; the hit then claims and looks again.
+                if slot.view.lookup_page(gfn, gen).is_none() {
+                    continue;
+                }
+                let m = if kind.hardware_visible() {
+                    slot.hit_hw(gfn, gen).map(|hit| (hit, None))
+                } else {
+                    slot.hit_ref(gfn, gen).map(|(hit, r)| (hit, Some(r)))
+                };
+                if let Some((hit, page_ref)) = m {
+                    self.caches.switch_to(kind, way);
+                    return Ok(Mapped {
+                        pfn: hit.pfn,
+                        kaddr: hit.mapping,
+                        page_ref,
+                    });
+                }
             }
         }
         self.refresh(vcpu, kind, gfn, gen)
     }
 
-    /// The slow half of `map()`, after a miss: resolve
-    /// the page outside the locks and install it, retrying while
-    /// invalidations race with the refresh (the protocol of
-    /// [`crate::state`]). May sleep. Fails exactly where `kvm_vcpu_map()`
-    /// fails (no memslot, MMIO, error pfn), so KVM reacts to L1's bad GPAs
-    /// as stock KVM does.
+    /// The slow half of `map()`, after a miss in every way: resolve the page
+    /// outside the locks and install it in the way [`VcpuCaches::victim`]
+    /// chooses, retrying while invalidations race with the refresh (the
+    /// protocol of [`crate::state`]). May sleep. Fails exactly where
+    /// `kvm_vcpu_map()` fails (no memslot, MMIO, error pfn), so KVM reacts
+    /// to L1's bad GPAs as stock KVM does.
     #[cold]
     #[inline(never)]
     fn refresh(&self, vcpu: &Vcpu<'_>, kind: PageKind, gfn: u64, gen: u64) -> Result<Mapped> {
         let gpa = gfn << PAGE_SHIFT;
-        let slot = self.slot(kind);
         if ffi::break_lookup() {
             if let Some(m) = self.installed_hit(kind) {
-                self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
                 return Ok(m);
             }
         }
+        let way = self.caches.victim(kind, gfn);
+        let slot = self.caches.slot(kind, way);
+        self.caches.switch_to(kind, way);
         let mut first = true;
         loop {
             // One memslot lookup gives the address to snapshot and to
@@ -537,6 +635,8 @@ impl CacheVcpu {
             let memslot = vcpu.lookup(gfn).map_err(|_| EINVAL)?;
             let ticket = {
                 let vm = self.vm.inner.write();
+                // INVARIANT: Set under the per-VM lock (see `Slot::armed`).
+                slot.armed.store(true, Ordering::Relaxed);
                 let mut s = slot.locked.write();
                 if first {
                     s.state.note_miss();
@@ -557,9 +657,9 @@ impl CacheVcpu {
             match commit {
                 Commit::Installed { old } => {
                     if let Some(old) = old {
-                        self.caches.release(kind, &old);
+                        self.caches.release(slot, &old);
                     }
-                    self.caches.gfns[ffi::kind_index(kind)].store(gfn, Ordering::Relaxed);
+                    slot.gfn.store(gfn, Ordering::Relaxed);
                     // For a hardware-visible page the notifier, not a
                     // reference, keeps the pfn honest (see "Pages and
                     // references"); the others' is KVM's until `unmap()`.
@@ -577,12 +677,12 @@ impl CacheVcpu {
                 }
                 Commit::Retry { discard } => {
                     drop(page_ref);
-                    self.caches.release(kind, &discard);
+                    self.caches.release(slot, &discard);
                     ffi::cond_resched();
                 }
                 Commit::Stale { discard } => {
                     drop(page_ref);
-                    self.caches.release(kind, &discard);
+                    self.caches.release(slot, &discard);
                     return Err(EAGAIN);
                 }
             }
@@ -590,11 +690,11 @@ impl CacheVcpu {
     }
 
     /// Test-only breakage (`break_lookup`): a cache keyed by page kind
-    /// alone, which serves its valid page whatever the GPA or memslot
-    /// generation asked for.
+    /// alone, which serves the valid page of the way KVM mapped last
+    /// whatever the GPA or memslot generation asked for.
     #[cold]
     fn installed_hit(&self, kind: PageKind) -> Option<Mapped> {
-        let slot = self.slot(kind);
+        let slot = self.caches.cur(kind);
         let s = slot.locked.write();
         if !s.state.is_valid() {
             return None;
@@ -623,7 +723,7 @@ impl CacheVcpu {
         kind.hardware_visible()
             && !ffi::break_sticky_hw()
             && !ffi::break_persistence()
-            && !self.slot(kind).view.release()
+            && !self.caches.cur(kind).view.release()
     }
 
     /// `unmap()` of a hardware-visible page: KVM is done with it for now;
@@ -632,14 +732,15 @@ impl CacheVcpu {
     /// it any more (F7). Releasing an already released claim is harmless,
     /// so this may follow [`CacheVcpu::unmap_hw_clean`].
     pub(crate) fn unmap_hw(&self, vcpu: &Vcpu<'_>, kind: PageKind, dirty: bool) {
-        if !ffi::break_sticky_hw() && self.slot(kind).view.release() {
-            self.unmap_invalid(kind);
+        let slot = self.caches.cur(kind);
+        if !ffi::break_sticky_hw() && slot.view.release() {
+            self.unmap_invalid(slot);
         }
         if dirty {
-            vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
+            vcpu.mark_dirty(slot.gfn.load(Ordering::Relaxed));
         }
         if ffi::break_persistence() {
-            self.forget(kind);
+            self.forget(slot);
         }
     }
 
@@ -654,12 +755,13 @@ impl CacheVcpu {
         page_ref: PageRef,
         dirty: bool,
     ) {
+        let slot = self.caches.cur(kind);
         if dirty {
-            vcpu.mark_dirty(self.caches.gfns[ffi::kind_index(kind)].load(Ordering::Relaxed));
+            vcpu.mark_dirty(slot.gfn.load(Ordering::Relaxed));
         }
         page_ref.put(dirty);
         if ffi::break_persistence() {
-            self.forget(kind);
+            self.forget(slot);
         }
     }
 
@@ -667,18 +769,16 @@ impl CacheVcpu {
     /// now (F9).
     #[cold]
     #[inline(never)]
-    fn unmap_invalid(&self, kind: PageKind) {
-        let slot = self.slot(kind);
+    fn unmap_invalid(&self, slot: &Slot) {
         let alias = slot.locked.write().state.take_invalid_alias(&slot.view);
         if let Some(r) = alias {
-            self.caches.release(kind, &r);
+            self.caches.release(slot, &r);
         }
     }
 
     /// Test-only breakage: forget the mapping at `unmap()`, as stock does.
     #[cold]
-    fn forget(&self, kind: PageKind) {
-        let slot = self.slot(kind);
+    fn forget(&self, slot: &Slot) {
         let old = {
             let _vm = self.vm.inner.write();
             let mut s = slot.locked.write();
@@ -687,15 +787,15 @@ impl CacheVcpu {
             old
         };
         if let Some(r) = old {
-            self.caches.release(kind, &r);
+            self.caches.release(slot, &r);
         }
     }
 
-    /// `get()`: the kernel address of a valid cached page, with the cache's
-    /// lock held shared until `put()`; `None` if the page was invalidated
-    /// (KVM then waits for the pending reload).
+    /// `get()`: the kernel address of the valid page of the way KVM mapped
+    /// last, with the way's lock held shared until `put()`; `None` if the
+    /// page was invalidated (KVM then waits for the pending reload).
     pub(crate) fn get(&self, kind: PageKind) -> Option<(u64, ReadGuard<'_, Locked>)> {
-        let s = self.slot(kind).locked.read();
+        let s = self.caches.cur(kind).locked.read();
         match (s.state.is_valid(), s.state.installed()) {
             (true, Some(r)) => Some((r.mapping, s)),
             _ => None,
@@ -708,13 +808,13 @@ impl Drop for CacheVcpu {
     /// then on) and release their mappings. Runs after KVM's last use of the
     /// vCPU.
     fn drop(&mut self) {
-        let mut old: [Option<Resolved>; NR_KINDS] = [None; NR_KINDS];
+        let mut old: [Option<Resolved>; NR_KINDS * WAYS] = [None; NR_KINDS * WAYS];
         {
             // Under the VM lock, so no invalidation walks the caches or
             // kicks this vCPU now, and none will once it is off the list.
             let mut vm = self.vm.inner.write();
-            for (i, slot) in self.caches.slots.iter().enumerate() {
-                old[i] = slot.locked.write().state.deactivate(&slot.view);
+            for (o, slot) in old.iter_mut().zip(self.caches.all()) {
+                *o = slot.locked.write().state.deactivate(&slot.view);
             }
             for e in vm.vcpus.as_mut_slice().iter_mut() {
                 if e.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.caches)) {
@@ -722,9 +822,9 @@ impl Drop for CacheVcpu {
                 }
             }
         }
-        for (kind, r) in PageKind::ALL.iter().zip(old.iter()) {
+        for (slot, r) in self.caches.all().zip(old.iter()) {
             if let Some(r) = r {
-                self.caches.release(*kind, r);
+                self.caches.release(slot, r);
             }
         }
     }

@@ -477,7 +477,7 @@ static void shim_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_pag
 {
 	u64 pfn = map->pfn;
 
-	map->page = NULL;
+	/* map() left map->page NULL. */
 	map->hva = NULL;
 	nvmx_rs_unmap(vcpu, vcpu_priv, page, pfn, dirty);
 }

@@ -60,6 +60,9 @@ def parse(log):
                 value = int(f["ticks"]) / int(f["iters"])
                 variant = "none" if memory == "none" else (only or "pages")
                 rows.append(("l2_roundtrip", variant, memory, phase, value, "ticks"))
+            elif f.get("test") == "nvmx_l2_switch" and int(f.get("iters", 0)) > 0:
+                value = int(f["ticks"]) / int(f["iters"])
+                rows.append(("l2_switch", f["l2s"], f["mode"], phase, value, "ticks"))
         elif "@@RESULT " in line and phase:
             f = kv(line.split("@@RESULT ", 1)[1])
             # A test that measures stock and the module in one run (the
@@ -160,6 +163,9 @@ def panels(rows):
         if bench.startswith("op_"):
             key, bar = ("per-operation (ticks per pair)", unit), \
                 f"{'get+put' if bench == 'op_get_put' else 'map+unmap'} {var}"
+        elif bench == "l2_switch":
+            key, bar = (f"{bench} {mem} (ticks per switch)", unit), phase
+            mem = f"{var} L2s"
         elif bench == "l2_roundtrip":
             only = f" ({var} only)" if var in ("msr", "apic") else ""
             key, bar = (f"{bench}{only} (ticks)", unit), phase
@@ -210,6 +216,7 @@ SAMPLE = """\
 [   4.0] @@TEST-START cache nvmx_l2_loop_thp
 [   5.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2000000 per_rt=20000
 [   6.0] @@TEST-END cache nvmx_l2_loop_thp rc=0 uptime=2.0
+[   6.2] # @@BENCH test=nvmx_l2_switch mode=unmanaged l2s=16 iters=400 ticks=12000000 per_rt=30000
 [   7.0] @@TEST-START cache l1_memslot_perf_unmanaged
 [   8.0] # @@L1-STATS memory=unmanaged hits=30 memremap=3 nested_run=1000
 [   8.5] # @@RESULT bench=memslot_perf variant=unmap_chunked memory=unmanaged value=0.5 unit=s
@@ -226,6 +233,7 @@ def selftest():
         rows, stats, tests = parse(log)
     want = [("l2_roundtrip", "pages", "thp", "stock", 25000.0, "ticks"),
             ("l2_roundtrip", "pages", "thp", "cache", 20000.0, "ticks"),
+            ("l2_switch", "16", "unmanaged", "cache", 30000.0, "ticks"),
             ("memslot_perf", "unmap_chunked", "unmanaged", "cache", 0.5, "s"),
             ("op_map_unmap", "stock", "thp", "stock", 900.5, "ticks")]
     assert rows == want, rows
@@ -237,7 +245,7 @@ def selftest():
     table = tables(rows)
     assert "1.250x" in table, table
     assert "op_map_unmap (ticks per pair" in table, table
-    assert len(panels(rows)) == 3, panels(rows)
+    assert len(panels(rows)) == 4, panels(rows)
     assert "3.000 per 1000" in checks(rows, stats)
     print("bench-report: selftest passed")
 

@@ -539,7 +539,13 @@ impl HitView {
     /// under memslot generation `generation`.
     #[inline]
     pub fn lookup(&self, gpa: u64, generation: u64) -> Option<Hit> {
-        if self.key.load(Ordering::SeqCst) != page_of(gpa) + 1
+        self.lookup_page(page_of(gpa), generation)
+    }
+
+    /// [`HitView::lookup`] by page frame number (`page_of(gpa)`, a gfn).
+    #[inline]
+    pub fn lookup_page(&self, page: u64, generation: u64) -> Option<Hit> {
+        if self.key.load(Ordering::SeqCst) != page.wrapping_add(1)
             || self.generation.load(Ordering::Relaxed) != generation
         {
             return None;
@@ -550,11 +556,11 @@ impl HitView {
         })
     }
 
-    /// The vCPU, without the lock, after a [`HitView::lookup`] of `gpa`
-    /// that hit: whether the page is still published.
+    /// The vCPU, without the lock, after a [`HitView::lookup_page`] of
+    /// `page` that hit: whether the page is still published.
     #[inline]
-    pub fn still(&self, gpa: u64) -> bool {
-        self.key.load(Ordering::SeqCst) == page_of(gpa) + 1
+    pub fn still(&self, page: u64) -> bool {
+        self.key.load(Ordering::SeqCst) == page.wrapping_add(1)
     }
 
     /// The vCPU, before its [`HitView::lookup`] of a hardware-visible page:
@@ -1207,7 +1213,7 @@ mod tests {
         // An invalidation withdraws the page; the release then says so.
         assert!(matches!(c.lookup(GPA, 1, &v), Lookup::Hit { .. }));
         assert!(c.invalidate_range(0, u64::MAX, &v).kick_vcpu);
-        assert!(v.lookup(GPA, 1).is_none() && !v.still(GPA));
+        assert!(v.lookup(GPA, 1).is_none() && !v.still(page_of(GPA)));
         assert!(v.release());
     }
 
