@@ -78,7 +78,7 @@ use kernel::sync::Arc;
 
 use crate::ffi::{self, Mapped, PageRef, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VmHandle};
 use crate::state::{
-    CacheState, Commit, Hit, HitView, InvalCause, InvalSeq, Invalidated, PageKind, Resolved, Stats,
+    CacheState, Commit, Hit, HitView, InvalCause, InvalSeq, Invalidated, Mapping, PageKind, Stats,
     PAGE_SHIFT,
 };
 
@@ -107,7 +107,7 @@ const VM_LOCK_CLASS: u32 = NR_KINDS as u32;
 /// address of its `pfn` (the direct map, or a `memremap()` that only this
 /// slot will undo), made by [`ffi::Memslot::resolve`].
 pub(crate) struct Locked {
-    state: CacheState,
+    state: CacheState<Pfn>,
     /// Unmanaged mappings torn down (`memunmap()`).
     memunmaps: u64,
 }
@@ -252,18 +252,6 @@ fn add_stats(total: &mut Stats, s: &Stats) {
     total.reloads += s.reloads;
 }
 
-fn to_resolved(p: &Pfn) -> Resolved {
-    Resolved {
-        pfn: p.pfn(),
-        mapping: p.kaddr(),
-        unmanaged: p.unmanaged(),
-    }
-}
-
-fn to_pfn(r: &Resolved) -> Pfn {
-    Pfn::from_parts(r.pfn, r.mapping, r.unmanaged)
-}
-
 impl CacheVm {
     pub(crate) fn new(handle: VmHandle) -> Result<Arc<Self>> {
         let inner = VmInner {
@@ -286,7 +274,7 @@ impl CacheVm {
     fn invalidate_each(
         &self,
         vm: &mut VmInner,
-        mut f: impl FnMut(&mut CacheState, &HitView) -> Invalidated,
+        mut f: impl FnMut(&mut CacheState<Pfn>, &HitView) -> Invalidated,
     ) {
         let mut aliases = false;
         for v in vm.vcpus.iter().flatten() {
@@ -327,7 +315,7 @@ impl CacheVm {
             let Some((v, i, r)) = found else {
                 return;
             };
-            v.release(&v.slots[i / WAYS][i % WAYS], &r);
+            v.release(&v.slots[i / WAYS][i % WAYS], r);
         }
     }
 
@@ -470,9 +458,10 @@ impl VcpuCaches {
     /// Undoes a kernel mapping `slot` no longer serves, and counts it if it
     /// was a `memunmap()`. The cache holds no page reference of its own.
     /// May sleep; call with no lock held.
-    fn release(&self, slot: &Slot, r: &Resolved) {
-        to_pfn(r).unmap();
-        if r.unmanaged {
+    fn release(&self, slot: &Slot, r: Pfn) {
+        let unmanaged = r.unmanaged();
+        r.unmap();
+        if unmanaged {
             slot.locked.write().memunmaps += 1;
         }
     }
@@ -648,16 +637,16 @@ impl CacheVcpu {
             };
             // The address the ticket recorded, through the same memslot.
             let (new, page_ref) = memslot.resolve()?;
+            let r = new.resolved();
             let commit = {
                 let vm = self.vm.inner.write();
                 let mut s = slot.locked.write();
-                s.state
-                    .finish_refresh(ticket, to_resolved(&new), &vm.inval, &slot.view)
+                s.state.finish_refresh(ticket, new, &vm.inval, &slot.view)
             };
             match commit {
                 Commit::Installed { old } => {
                     if let Some(old) = old {
-                        self.caches.release(slot, &old);
+                        self.caches.release(slot, old);
                     }
                     slot.gfn.store(gfn, Ordering::Relaxed);
                     // For a hardware-visible page the notifier, not a
@@ -670,19 +659,19 @@ impl CacheVcpu {
                         Some(page_ref)
                     };
                     return Ok(Mapped {
-                        pfn: new.pfn(),
-                        kaddr: new.kaddr(),
+                        pfn: r.pfn,
+                        kaddr: r.mapping,
                         page_ref,
                     });
                 }
                 Commit::Retry { discard } => {
                     drop(page_ref);
-                    self.caches.release(slot, &discard);
+                    self.caches.release(slot, discard);
                     ffi::cond_resched();
                 }
                 Commit::Stale { discard } => {
                     drop(page_ref);
-                    self.caches.release(slot, &discard);
+                    self.caches.release(slot, discard);
                     return Err(EAGAIN);
                 }
             }
@@ -772,7 +761,7 @@ impl CacheVcpu {
     fn unmap_invalid(&self, slot: &Slot) {
         let alias = slot.locked.write().state.take_invalid_alias(&slot.view);
         if let Some(r) = alias {
-            self.caches.release(slot, &r);
+            self.caches.release(slot, r);
         }
     }
 
@@ -787,7 +776,7 @@ impl CacheVcpu {
             old
         };
         if let Some(r) = old {
-            self.caches.release(slot, &r);
+            self.caches.release(slot, r);
         }
     }
 
@@ -808,7 +797,7 @@ impl Drop for CacheVcpu {
     /// then on) and release their mappings. Runs after KVM's last use of the
     /// vCPU.
     fn drop(&mut self) {
-        let mut old: [Option<Resolved>; NR_KINDS * WAYS] = [None; NR_KINDS * WAYS];
+        let mut old: [Option<Pfn>; NR_KINDS * WAYS] = [const { None }; NR_KINDS * WAYS];
         {
             // Under the VM lock, so no invalidation walks the caches or
             // kicks this vCPU now, and none will once it is off the list.
@@ -822,7 +811,7 @@ impl Drop for CacheVcpu {
                 }
             }
         }
-        for (slot, r) in self.caches.all().zip(old.iter()) {
+        for (slot, r) in self.caches.all().zip(old) {
             if let Some(r) = r {
                 self.caches.release(slot, r);
             }

@@ -316,6 +316,22 @@ pub struct Resolved {
     pub unmanaged: bool,
 }
 
+/// What a cache holds for an installed page: in the kernel module the
+/// owned kernel mapping (which the module undoes when the state gives it
+/// back), in the model the plain [`Resolved`] facts. The state only reads
+/// the facts; it hands the value back exactly once, in a [`Commit`] or from
+/// [`CacheState::take_invalid_alias`] or [`CacheState::deactivate`].
+pub trait Mapping {
+    /// The page's facts.
+    fn resolved(&self) -> Resolved;
+}
+
+impl Mapping for Resolved {
+    fn resolved(&self) -> Resolved {
+        *self
+    }
+}
+
 /// Why [`CacheState::check`] missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MissReason {
@@ -382,24 +398,24 @@ impl RefreshTicket {
 /// dropping the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[must_use = "the caller must release the mapping this returns"]
-pub enum Commit {
+pub enum Commit<M = Resolved> {
     /// The page is installed and valid; the caller unmaps `old` (if it is
     /// a different mapping).
     Installed {
         /// The previously installed mapping.
-        old: Option<Resolved>,
+        old: Option<M>,
     },
     /// An invalidation raced with the resolve; the caller releases
     /// `discard` and begins again.
     Retry {
         /// The mapping that must not be installed.
-        discard: Resolved,
+        discard: M,
     },
     /// The cache was deactivated or another refresh took over; the caller
     /// releases `discard` and gives up.
     Stale {
         /// The mapping that must not be installed.
-        discard: Resolved,
+        discard: M,
     },
 }
 
@@ -458,12 +474,12 @@ pub struct Stats {
 }
 
 /// The page a cache has installed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Installed {
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Installed<M> {
     gpa: u64,
     generation: u64,
     uhva: u64,
-    resolved: Resolved,
+    held: M,
 }
 
 /// A hit: what [`HitView::lookup`] found.
@@ -695,7 +711,7 @@ impl core::hash::Hash for HitView {
 /// - `valid` implies `active` and `installed.is_some()`.
 /// - `valid` implies that no invalidation overlapping `installed.uhva`
 ///   began (by [`InvalSeq::begin`] or [`CacheState::invalidate_all`]) after
-///   the [`InvalSeq`] snapshot under which `installed.resolved.pfn` was
+///   the [`InvalSeq`] snapshot under which `installed.held`'s pfn was
 ///   resolved. With the caller contract of [`InvalSeq`], the installed pfn
 ///   is therefore the page that `installed.uhva` maps to now.
 /// - Only the ticket whose `id` equals `refresh_id` may install a page.
@@ -705,17 +721,17 @@ impl core::hash::Hash for HitView {
 ///   state) publishes `installed` exactly while `valid` holds, whenever the
 ///   lock is not held.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CacheState {
+pub struct CacheState<M = Resolved> {
     kind: PageKind,
     active: bool,
     valid: bool,
-    installed: Option<Installed>,
+    installed: Option<Installed<M>>,
     refresh_id: u64,
     raced: bool,
     stats: Stats,
 }
 
-impl CacheState {
+impl<M: Mapping> CacheState<M> {
     /// Creates an inactive cache for a page of kind `kind`.
     pub const fn new(kind: PageKind) -> Self {
         // INVARIANT: Not valid.
@@ -757,17 +773,17 @@ impl CacheState {
 
     /// Returns the installed mapping, valid or not.
     pub fn installed(&self) -> Option<Resolved> {
-        self.installed.map(|i| i.resolved)
+        self.installed.as_ref().map(|i| i.held.resolved())
     }
 
     /// Returns the host virtual address of the installed page.
     pub fn uhva(&self) -> Option<u64> {
-        self.installed.map(|i| i.uhva)
+        self.installed.as_ref().map(|i| i.uhva)
     }
 
     /// Returns the memslot generation the installed page was resolved under.
     pub fn generation(&self) -> Option<u64> {
-        self.installed.map(|i| i.generation)
+        self.installed.as_ref().map(|i| i.generation)
     }
 
     /// Returns the counters.
@@ -793,7 +809,7 @@ impl CacheState {
         if !self.active {
             return Lookup::Miss(MissReason::Inactive);
         }
-        let inst = match (self.valid, self.installed) {
+        let inst = match (self.valid, &self.installed) {
             (true, Some(inst)) => inst,
             _ => return Lookup::Miss(MissReason::Invalid),
         };
@@ -803,9 +819,10 @@ impl CacheState {
         if inst.generation != generation {
             return Lookup::Miss(MissReason::GenerationChanged);
         }
+        let r = inst.held.resolved();
         Lookup::Hit {
-            pfn: inst.resolved.pfn,
-            mapping: inst.resolved.mapping,
+            pfn: r.pfn,
+            mapping: r.mapping,
         }
     }
 
@@ -845,20 +862,21 @@ impl CacheState {
     /// came from. `None` if the cache is valid, holds a direct-map address
     /// (nothing to undo) or its page may still be in vmcs02. An in-flight
     /// refresh then finds no old mapping to return.
-    pub fn take_invalid_alias(&mut self, view: &HitView) -> Option<Resolved> {
-        match self.installed {
-            Some(inst) if !self.valid && !view.claimed() && inst.resolved.unmanaged => {
-                self.installed = None;
-                Some(inst.resolved)
-            }
-            _ => None,
+    pub fn take_invalid_alias(&mut self, view: &HitView) -> Option<M> {
+        if self.valid || view.claimed() || !self.has_invalid_alias() {
+            return None;
         }
+        self.installed.take().map(|i| i.held)
     }
 
     /// Whether [`CacheState::take_invalid_alias`] would take something, or
     /// will once the vCPU has left L2.
     pub fn has_invalid_alias(&self) -> bool {
-        !self.valid && self.installed.is_some_and(|i| i.resolved.unmanaged)
+        !self.valid
+            && self
+                .installed
+                .as_ref()
+                .is_some_and(|i| i.held.resolved().unmanaged)
     }
 
     /// Starts a refresh of `gpa`, which memslot generation `generation`
@@ -907,10 +925,10 @@ impl CacheState {
     pub fn finish_refresh(
         &mut self,
         ticket: RefreshTicket,
-        resolved: Resolved,
+        resolved: M,
         inval: &InvalSeq,
         view: &HitView,
-    ) -> Commit {
+    ) -> Commit<M> {
         self.finish(ticket, resolved, inval, view, Checks::ALL)
     }
 
@@ -923,11 +941,11 @@ impl CacheState {
     pub fn finish_refresh_mutant(
         &mut self,
         ticket: RefreshTicket,
-        resolved: Resolved,
+        resolved: M,
         inval: &InvalSeq,
         view: &HitView,
         mutant: Mutant,
-    ) -> Commit {
+    ) -> Commit<M> {
         let checks = match mutant {
             Mutant::IgnoreSeq => Checks {
                 seq: false,
@@ -944,11 +962,11 @@ impl CacheState {
     fn finish(
         &mut self,
         ticket: RefreshTicket,
-        resolved: Resolved,
+        resolved: M,
         inval: &InvalSeq,
         view: &HitView,
         checks: Checks,
-    ) -> Commit {
+    ) -> Commit<M> {
         if !self.active || ticket.id != self.refresh_id {
             self.stats.stale += 1;
             return Commit::Stale { discard: resolved };
@@ -957,7 +975,8 @@ impl CacheState {
             self.stats.retries += 1;
             return Commit::Retry { discard: resolved };
         }
-        let old = self.installed.map(|i| i.resolved);
+        let facts = resolved.resolved();
+        let old = self.installed.take().map(|i| i.held);
         // INVARIANT: The cache is active and this is the current ticket. No
         // invalidation was in progress or ended since `ticket.snap`, and no
         // whole-cache invalidation happened since `begin_refresh()`, so the
@@ -967,14 +986,14 @@ impl CacheState {
             gpa: ticket.gpa,
             generation: ticket.generation,
             uhva: ticket.uhva,
-            resolved,
+            held: resolved,
         });
         self.valid = true;
-        view.publish(ticket.gpa, ticket.generation, resolved);
+        view.publish(ticket.gpa, ticket.generation, facts);
         // The vCPU may now write the new HPA to vmcs02 and enter.
         view.restore_claim(self.kind.hardware_visible());
         self.stats.refreshes += 1;
-        if resolved.unmanaged {
+        if facts.unmanaged {
             self.stats.memremap += 1;
         }
         Commit::Installed { old }
@@ -986,7 +1005,7 @@ impl CacheState {
     /// A refresh in flight is not affected here; [`InvalSeq::begin`], which
     /// the caller calls first, makes it retry.
     pub fn invalidate_range(&mut self, start: u64, end: u64, view: &HitView) -> Invalidated {
-        let overlaps = match self.installed {
+        let overlaps = match &self.installed {
             Some(inst) => inst.uhva < end && start < inst.uhva.saturating_add(PAGE_SIZE),
             None => false,
         };
@@ -1020,7 +1039,7 @@ impl CacheState {
     /// (vCPU thread under `vcpu->mutex`, as `free_nested()`), or the caller
     /// must kick it first and keep it out; [`HitView::claimed`] tells
     /// whether that matters.
-    pub fn deactivate(&mut self, view: &HitView) -> Option<Resolved> {
+    pub fn deactivate(&mut self, view: &HitView) -> Option<M> {
         if self.valid {
             self.stats.inval_teardown += 1;
         }
@@ -1032,7 +1051,7 @@ impl CacheState {
         view.withdraw();
         view.restore_claim(false);
         self.refresh_id = self.refresh_id.wrapping_add(1);
-        self.installed.take().map(|i| i.resolved)
+        self.installed.take().map(|i| i.held)
     }
 
     fn invalidate(&mut self, cause: InvalCause, view: &HitView) -> Invalidated {
@@ -1104,7 +1123,7 @@ mod tests {
     }
 
     fn refreshed(kind: PageKind, inval: &InvalSeq, pfn: u64) -> (CacheState, HitView) {
-        let mut c = CacheState::new(kind);
+        let mut c: CacheState = CacheState::new(kind);
         let v = HitView::new();
         c.activate();
         let t = c.begin_refresh(GPA, 1, UHVA, inval, &v).unwrap();
@@ -1165,7 +1184,7 @@ mod tests {
     #[test]
     fn check_reasons() {
         let inval = InvalSeq::new();
-        let mut c = CacheState::new(PageKind::VirtualApic);
+        let mut c: CacheState = CacheState::new(PageKind::VirtualApic);
         assert_eq!(c.check(GPA, 1), Lookup::Miss(MissReason::Inactive));
         c.activate();
         assert_eq!(c.check(GPA, 1), Lookup::Miss(MissReason::Invalid));
@@ -1220,7 +1239,7 @@ mod tests {
     #[test]
     fn begin_refresh_inactive_and_invalidates() {
         let inval = InvalSeq::new();
-        let mut c = CacheState::new(PageKind::PiDesc);
+        let mut c: CacheState = CacheState::new(PageKind::PiDesc);
         let v = HitView::new();
         assert_eq!(
             c.begin_refresh(GPA, 1, UHVA, &inval, &v),
@@ -1254,7 +1273,7 @@ mod tests {
     #[test]
     fn finish_retries_after_invalidation() {
         let mut inval = InvalSeq::new();
-        let mut c = CacheState::new(PageKind::ApicAccess);
+        let mut c: CacheState = CacheState::new(PageKind::ApicAccess);
         let v = HitView::new();
         c.activate();
         // In progress at finish.
@@ -1283,7 +1302,7 @@ mod tests {
     #[test]
     fn finish_retries_after_invalidate_all() {
         let inval = InvalSeq::new();
-        let mut c = CacheState::new(PageKind::VirtualApic);
+        let mut c: CacheState = CacheState::new(PageKind::VirtualApic);
         let v = HitView::new();
         c.activate();
         let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
@@ -1401,7 +1420,7 @@ mod tests {
     #[test]
     fn memremap_counted() {
         let inval = InvalSeq::new();
-        let mut c = CacheState::new(PageKind::VirtualApic);
+        let mut c: CacheState = CacheState::new(PageKind::VirtualApic);
         let v = HitView::new();
         c.activate();
         let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();
@@ -1419,7 +1438,7 @@ mod tests {
     #[test]
     fn mutants_skip_their_check() {
         let mut inval = InvalSeq::new();
-        let mut c = CacheState::new(PageKind::VirtualApic);
+        let mut c: CacheState = CacheState::new(PageKind::VirtualApic);
         let v = HitView::new();
         c.activate();
         let t = c.begin_refresh(GPA, 1, UHVA, &inval, &v).unwrap();

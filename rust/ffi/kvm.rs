@@ -11,6 +11,7 @@ use kernel::error::to_result;
 use kernel::prelude::*;
 
 use super::raw;
+use crate::state::{Mapping, Resolved};
 
 /// A vCPU, borrowed for the duration of one callback from KVM.
 ///
@@ -131,50 +132,50 @@ pub(super) static LIVE_REFS: AtomicU64 = AtomicU64::new(0);
 pub(super) static LIVE_VMS: AtomicU64 = AtomicU64::new(0);
 
 /// A page resolved and mapped into the kernel by [`Memslot::resolve`]: the
-/// kernel mapping, which lasts until [`Pfn::unmap`]. The page reference
-/// that came with it is a separate [`PageRef`].
+/// kernel mapping, owned, which lasts until [`Pfn::unmap`] consumes it. The
+/// page reference that came with it is a separate [`PageRef`]. A cache
+/// holds it in its [`crate::state::CacheState`], which hands it back
+/// exactly once.
+///
+/// There is no `Drop`: undoing a `memremap()` may sleep, and a value can be
+/// dropped under a lock. A `Pfn` dropped without [`Pfn::unmap`] leaks the
+/// mapping, which the `LIVE_MAPPINGS` count (the test bed's `no-leaks`
+/// check) catches.
 ///
 /// # Invariants
 ///
-/// `raw` was filled by a successful `nvmx_shim_resolve()`.
-#[derive(Clone, Copy)]
+/// `raw` was filled by a successful `nvmx_shim_resolve()`, and no other
+/// value owns its kernel mapping.
+#[must_use = "a kernel mapping must be undone with Pfn::unmap"]
 pub(crate) struct Pfn {
     raw: raw::nvmx_pfn,
 }
 
 impl Pfn {
-    /// Rebuilds the value the cache stored in its state.
-    pub(crate) fn from_parts(pfn: u64, kaddr: u64, unmanaged: bool) -> Self {
-        // INVARIANT: The cache only stores values it got from `resolve`.
-        Pfn {
-            raw: raw::nvmx_pfn {
-                pfn,
-                kaddr,
-                unmanaged,
-            },
-        }
-    }
-
-    pub(crate) fn pfn(&self) -> u64 {
-        self.raw.pfn
-    }
-
-    pub(crate) fn kaddr(&self) -> u64 {
-        self.raw.kaddr
-    }
-
     pub(crate) fn unmanaged(&self) -> bool {
         self.raw.unmanaged
     }
 
     /// Undoes the kernel mapping (`memunmap()` for unmanaged memory). May
     /// sleep; never called with a lock of this module held.
-    pub(crate) fn unmap(&self) {
-        // SAFETY: By the type invariant this came from a successful resolve,
-        // and the cache unmaps each mapping once, after no reader can reach
-        // it any more (it is no longer installed, or the cache is gone).
+    pub(crate) fn unmap(self) {
+        // SAFETY: By the type invariant this value owns a mapping made by a
+        // successful resolve, and it is consumed here: the mapping is
+        // undone once. The cache gets it back from its state only once no
+        // reader can reach the mapping (it is no longer installed, or the
+        // cache is gone).
         unsafe { raw::nvmx_shim_unmap_kaddr(&self.raw) };
         LIVE_MAPPINGS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Mapping for Pfn {
+    fn resolved(&self) -> Resolved {
+        Resolved {
+            pfn: self.raw.pfn,
+            mapping: self.raw.kaddr,
+            unmanaged: self.raw.unmanaged,
+        }
     }
 }
 
