@@ -14,10 +14,13 @@
 //! `nested_get_vmcs12_pages()` calls `map()` of the hook table:
 //! `shim_map()` (C, reads the memslot generation) -> `nvmx_rs_map()`
 //! ([`crate::ffi`]) -> [`CacheVcpu::hit_hw`] -> [`HitView::claim`] and
-//! [`HitView::lookup`]. A hit of a hardware-visible page takes no lock and
-//! makes no call; the MSR bitmap's hit ([`CacheVcpu::map`]) adds KVM's page
-//! reference. A miss goes on to the `#[cold]` refresh. `unmap()` of a
-//! hardware-visible page is [`HitView::release`] ([`CacheVcpu::unmap_hw`]).
+//! [`HitView::lookup_page`], on the way of the page kind that KVM mapped
+//! last. A hit of a hardware-visible page takes no lock and makes no call;
+//! the MSR bitmap's hit ([`CacheVcpu::map`]) adds KVM's page reference, and
+//! after an L2 switch [`CacheVcpu::map`] finds the page in another way. A
+//! miss in every way goes on to the `#[cold]` refresh. `unmap()` of a
+//! hardware-visible page is [`HitView::release`]
+//! ([`CacheVcpu::unmap_hw_clean`]).
 //!
 //! # Locks and their order
 //!

@@ -46,9 +46,11 @@ expect_caught() {
 }
 
 step "cache that ignores invalidations" expect_caught break_invalidation \
-	nvmx_inval_dontneed nvmx_inval_migrate nvmx_inval_race nvmx_memslot_recreate
-step "cache that does not persist" expect_caught break_persistence nvmx_unmanaged nvmx_opbench
-step "cache that ignores the GPA" expect_caught break_lookup nvmx_pages nvmx_opbench
+	nvmx_inval_dontneed nvmx_inval_migrate nvmx_inval_race nvmx_memslot_recreate nvmx_l2_switch_4
+step "cache that does not persist" expect_caught break_persistence nvmx_unmanaged nvmx_opbench \
+	nvmx_l2_switch_4
+step "cache that ignores the GPA" expect_caught break_lookup nvmx_pages nvmx_opbench \
+	nvmx_l2_switch_4
 step "kicks that all go to vCPU 0" expect_caught break_kick_target \
 	nvmx_vcpus_dontneed_last nvmx_vcpus4_dontneed_last nvmx_vcpus_race_last
 step "page references on the page, not the folio" expect_caught break_folio_ref \

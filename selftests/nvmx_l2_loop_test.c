@@ -42,6 +42,7 @@
 
 #include "nvmx_devmem.h"
 #include "nvmx_nested.h"
+#include "nvmx_stats.h"
 
 #include "kselftest.h"
 
@@ -241,7 +242,9 @@ int main(int argc, char *argv[])
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
 	struct ucall uc;
-	bool done = false;
+	bool done = false, stats;
+	struct nvmx_stats st;
+	char path[PATH_MAX];
 	int opt, i;
 
 	while ((opt = getopt(argc, argv, "m:p:n:a:h")) != -1) {
@@ -283,6 +286,7 @@ int main(int argc, char *argv[])
 	setup_pages(vm, args, mode, pages, phys);
 	vcpu_args_set(vcpu, 2, vmx_gva, args_gva);
 
+	stats = nvmx_stats_find(path, sizeof(path));
 	while (!done) {
 		vcpu_run(vcpu);
 		TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
@@ -299,6 +303,11 @@ int main(int argc, char *argv[])
 		default:
 			TEST_FAIL("unexpected ucall %lu", uc.cmd);
 		}
+	}
+	/* Where the module served the pages from, for the reader of the log. */
+	if (stats) {
+		nvmx_stats_read(path, &st);
+		nvmx_stats_print("after the run", &st);
 	}
 	kvm_vm_free(vm);
 
