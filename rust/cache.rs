@@ -94,7 +94,7 @@ const NR_KINDS: usize = PageKind::ALL.len();
 /// page share its way); a miss evicts the least recently used way.
 ///
 /// Memory: a [`Slot`] is 224 bytes on x86_64, so the caches of one vCPU are
-/// 40 slots (8,960 bytes, one allocation with [`VcpuCaches`]) plus one
+/// 40 slots (8,960 bytes, one 1,792-byte allocation per kind) plus one
 /// `rwlock_t` allocation per slot. An invalidation walks only the ways that
 /// were ever used ([`Slot::armed`]).
 pub(crate) const WAYS: usize = 8;
@@ -201,7 +201,9 @@ impl Slot {
 pub(crate) struct VcpuCaches {
     /// The vCPU, to kick it; its `vcpu_idx` is read only when kicking.
     vcpu: VcpuRef,
-    slots: [[Slot; WAYS]; NR_KINDS],
+    /// One allocation per kind: built on the stack, 40 slots would not fit
+    /// a kernel stack (8,960 bytes, moved more than once).
+    slots: [KBox<[Slot; WAYS]>; NR_KINDS],
     /// Per kind, the way KVM mapped last: the one `unmap()`, `get()` and
     /// `put()` use. Written only by the vCPU, in `map()`.
     cur: [AtomicUsize; NR_KINDS],
@@ -475,7 +477,7 @@ impl VcpuCaches {
     }
 
     fn all(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().flatten()
+        self.slots.iter().flat_map(|ways| ways.iter())
     }
 
     /// The way of `kind` that KVM mapped last.
@@ -510,8 +512,8 @@ impl VcpuCaches {
 
 impl CacheVcpu {
     pub(crate) fn new(vm: Arc<CacheVm>, vcpu: &Vcpu<'_>) -> Result<Self> {
-        let ways = |kind| -> Result<[Slot; WAYS]> {
-            Ok([
+        let ways = |kind| -> Result<KBox<[Slot; WAYS]>> {
+            let ways = [
                 Slot::new(kind)?,
                 Slot::new(kind)?,
                 Slot::new(kind)?,
@@ -520,7 +522,8 @@ impl CacheVcpu {
                 Slot::new(kind)?,
                 Slot::new(kind)?,
                 Slot::new(kind)?,
-            ])
+            ];
+            Ok(KBox::new(ways, GFP_KERNEL_ACCOUNT)?)
         };
         let caches = Arc::new(
             VcpuCaches {
