@@ -50,6 +50,12 @@ struct nvmx_pfn {
 	bool unmanaged;
 };
 
+/*
+ * Caches per vCPU and page kind ("ways"), one per L2 page the vCPU switches
+ * between; a round robin over more pages than this misses on every map().
+ */
+#define NVMX_WAYS 8
+
 /* Statistics the module reports per VM in debugfs, in this order. */
 enum nvmx_stat {
 	NVMX_STAT_HITS,

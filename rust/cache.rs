@@ -97,7 +97,7 @@ const NR_KINDS: usize = PageKind::ALL.len();
 /// 40 slots (8,960 bytes, one 1,792-byte allocation per kind) plus one
 /// `rwlock_t` allocation per slot. An invalidation walks only the ways that
 /// were ever used ([`Slot::armed`]).
-pub(crate) const WAYS: usize = 8;
+pub(crate) const WAYS: usize = ffi::WAYS;
 /// Lock class of the per-VM lock (see `nvmx_shim_rwlock_new()`).
 const VM_LOCK_CLASS: u32 = NR_KINDS as u32;
 

@@ -47,6 +47,9 @@ mod raw {
 /// ABI version of the header this module was compiled against.
 pub(crate) const ABI_VERSION: u32 = raw::NVMX_SHIM_ABI_VERSION;
 
+/// Caches per vCPU and page kind (`NVMX_WAYS`).
+pub(crate) const WAYS: usize = raw::NVMX_WAYS as usize;
+
 /// Number of statistics reported per VM.
 pub(crate) const NR_STATS: usize = raw::nvmx_stat_NVMX_NR_STATS as usize;
 

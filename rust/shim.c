@@ -572,7 +572,8 @@ static const struct kvm_nvmx_page_ops *nvmx_ops(void)
  * runs, on the virtual-APIC page kind, n of each of
  *	stock     kvm_vcpu_map() + kvm_vcpu_unmap() of gpa
  *	hit       the cache's map() + unmap() of gpa (warmed first)
- *	miss      map() + unmap() alternating gpa and alt_gpa: every map()
+ *	miss      map() + unmap() of gpa and the NVMX_WAYS pages from alt_gpa
+ *	          in turn, one more page than the cache has ways: every map()
  *	          refreshes the cache
  *	get_put   get() + put() while gpa is mapped
  * and reports the ticks of each loop ("<name> <ticks> <n>" lines).  The
@@ -652,7 +653,9 @@ static int nvmx_bench_loops(struct kvm_vcpu *vcpu, void *priv, gfn_t gfn, gfn_t 
 
 	t0 = rdtsc_ordered();
 	for (i = 0; i < n; i++) {
-		r = ops->map(vcpu, priv, page, i & 1 ? gfn : alt, &map);
+		u32 k = i % (NVMX_WAYS + 1);
+
+		r = ops->map(vcpu, priv, page, k ? alt + k - 1 : gfn, &map);
 		if (r)
 			return r;
 		ops->unmap(vcpu, priv, page, &map, false);
@@ -691,7 +694,8 @@ static ssize_t nvmx_bench_write(struct file *file, const char __user *ubuf, size
 		return -EFAULT;
 	buf[len] = 0;
 	if (sscanf(buf, "%llx %llx %u", &gpa, &alt, &n) != 3 || !n ||
-	    gpa_to_gfn(gpa) == gpa_to_gfn(alt))
+	    (gpa_to_gfn(gpa) >= gpa_to_gfn(alt) &&
+	     gpa_to_gfn(gpa) < gpa_to_gfn(alt) + NVMX_WAYS))
 		return -EINVAL;
 
 	mutex_lock(&nvmx_bench.lock);

@@ -9,7 +9,8 @@
  *
  *   stock    kvm_vcpu_map() + kvm_vcpu_unmap() of A
  *   hit      the cache's map() + unmap() of A
- *   miss     map() + unmap() of A and B in turn (every map() refreshes)
+ *   miss     map() + unmap() of A and the 8 pages from B in turn, one page
+ *            more than the cache's ways (every map() refreshes)
  *   get_put  get() + put() while A is mapped
  *
  * Memory (arguments, default all three in turn): managed (4 KiB anonymous
@@ -49,6 +50,8 @@
 /* A and B: tail pages of the first huge page (thp), or just two pages. */
 #define PAGE_A_OFFSET	0x5000ul
 #define PAGE_B_OFFSET	0x6000ul
+/* rust/cache.rs WAYS: B is that many pages, for a miss on every map(). */
+#define NR_B		8
 
 enum memory { MEM_MANAGED, MEM_THP, MEM_UNMANAGED, NR_MEM };
 
@@ -76,8 +79,8 @@ static void add_slot(struct kvm_vm *vm, enum memory mem, uint64_t phys)
 
 	switch (mem) {
 	case MEM_UNMANAGED:
-		/* Only the two pages: RAM above mem= may be small. */
-		nvmx_add_devmem_slot(vm, SLOT, SLOT_GPA, PAGE_B_OFFSET / getpagesize() + 1,
+		/* Only A and B: RAM above mem= may be small. */
+		nvmx_add_devmem_slot(vm, SLOT, SLOT_GPA, PAGE_B_OFFSET / getpagesize() + NR_B,
 				     phys);
 		return;
 	case MEM_THP:
