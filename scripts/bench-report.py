@@ -165,7 +165,7 @@ def panels(rows):
                 f"{'get+put' if bench == 'op_get_put' else 'map+unmap'} {var}"
         elif bench == "l2_switch":
             key, bar = (f"{bench} {mem} (ticks per switch)", unit), phase
-            mem = f"{var} L2s"
+            mem = f"{int(var):2d} L2s"
         elif bench == "l2_roundtrip":
             only = f" ({var} only)" if var in ("msr", "apic") else ""
             key, bar = (f"{bench}{only} (ticks)", unit), phase

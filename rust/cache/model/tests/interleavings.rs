@@ -234,7 +234,10 @@ impl World {
         };
         w.cache.activate();
         if warm {
-            let t = w.cache.begin_refresh(GPA, 0, U0, &w.inval, &w.view).unwrap();
+            let t = w
+                .cache
+                .begin_refresh(GPA, 0, U0, &w.inval, &w.view)
+                .unwrap();
             let r = w.map(w.pt_get(U0));
             assert_eq!(
                 w.cache.finish_refresh(t, r, &w.inval, &w.view),
@@ -325,7 +328,10 @@ impl World {
                 }
                 Lookup::Miss(why) => {
                     let uhva = self.slot_uhva();
-                    match self.cache.begin_refresh(GPA, self.gen, uhva, &self.inval, &self.view) {
+                    match self
+                        .cache
+                        .begin_refresh(GPA, self.gen, uhva, &self.inval, &self.view)
+                    {
                         Ok(t) => {
                             v.ticket = Some(t);
                             v.pc = VPc::Resolve;
@@ -350,7 +356,9 @@ impl World {
                 let r = v.resolved.take().unwrap();
                 let commit = match self.faults.state {
                     None => self.cache.finish_refresh(t, r, &self.inval, &self.view),
-                    Some(m) => self.cache.finish_refresh_mutant(t, r, &self.inval, &self.view, m),
+                    Some(m) => self
+                        .cache
+                        .finish_refresh_mutant(t, r, &self.inval, &self.view, m),
                 };
                 match commit {
                     Commit::Installed { old } => {
