@@ -56,31 +56,8 @@ struct nvmx_pfn {
  */
 #define NVMX_WAYS 8
 
-/* Statistics the module reports per VM in debugfs, in this order. */
-enum nvmx_stat {
-	NVMX_STAT_HITS,
-	NVMX_STAT_MISSES,
-	NVMX_STAT_REFRESHES,
-	NVMX_STAT_RETRIES,
-	NVMX_STAT_INVAL_NOTIFIER,
-	NVMX_STAT_INVAL_MEMSLOT,
-	NVMX_STAT_INVAL_TEARDOWN,
-	NVMX_STAT_MEMREMAP,
-	NVMX_STAT_MEMUNMAP,
-	NVMX_STAT_RELOADS,
-	/* vCPUs whose caches are on the VM's list (not a counter). */
-	NVMX_STAT_VCPUS,
-	NVMX_NR_STATS,
-};
-
-/* Per-vCPU statistics, debugfs "vcpu<idx>_<name> <value>" lines. */
-enum nvmx_vcpu_stat {
-	NVMX_VCPU_STAT_IDX,	/* vcpu->vcpu_idx: names the lines */
-	NVMX_VCPU_STAT_KICKS,	/* reload requests made to this vCPU */
-	NVMX_VCPU_STAT_REFRESHES,
-	NVMX_VCPU_STAT_HITS,
-	NVMX_NR_VCPU_STATS,
-};
+/* enum nvmx_stat and enum nvmx_vcpu_stat: the debugfs statistics. */
+#include "nvmx_gpc_stats.h"
 
 /*
  * The five L1 pages, numbered as enum kvm_nvmx_page (shim.c checks that the

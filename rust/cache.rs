@@ -79,7 +79,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-use crate::ffi::{self, Mapped, PageRef, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VmHandle};
+use crate::ffi::{
+    self, Mapped, PageRef, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VcpuStat, VmHandle, VmStat,
+};
 use crate::state::{
     CacheState, Commit, Hit, HitView, InvalCause, InvalSeq, Invalidated, Mapping, PageKind, Stats,
     PAGE_SHIFT,
@@ -364,9 +366,8 @@ impl CacheVm {
         self.invalidate_each(&mut vm, |s, v| s.invalidate_all(InvalCause::Teardown, v));
     }
 
-    /// Sums the statistics of all caches of the VM into `out`, in the order
-    /// of `enum nvmx_stat`.
-    pub(crate) fn stats(&self, out: &mut [u64]) {
+    /// Sums the statistics of all caches of the VM into `out`.
+    pub(crate) fn stats(&self, out: &mut [u64; ffi::NR_STATS]) {
         let vm = self.inner.read();
         let mut total = Stats::default();
         let (mut hits, mut memunmaps, mut nr_vcpus) = (0, 0, 0);
@@ -376,41 +377,39 @@ impl CacheVm {
             hits += h;
             memunmaps += m;
         }
-        let values = [
-            hits,
-            total.misses,
-            total.refreshes,
-            total.retries,
-            total.inval_notifier,
-            total.inval_memslot,
-            total.inval_teardown,
-            total.memremap,
-            memunmaps,
-            total.reloads,
-            nr_vcpus,
-        ];
-        for (o, v) in out.iter_mut().zip(values) {
-            *o = v;
+        for (o, stat) in out.iter_mut().zip(VmStat::ALL) {
+            *o = match stat {
+                VmStat::Hits => hits,
+                VmStat::Misses => total.misses,
+                VmStat::Refreshes => total.refreshes,
+                VmStat::Retries => total.retries,
+                VmStat::InvalNotifier => total.inval_notifier,
+                VmStat::InvalMemslot => total.inval_memslot,
+                VmStat::InvalTeardown => total.inval_teardown,
+                VmStat::Memremap => total.memremap,
+                VmStat::Memunmap => memunmaps,
+                VmStat::Reloads => total.reloads,
+                VmStat::Vcpus => nr_vcpus,
+            };
         }
     }
 
-    /// The statistics of the `pos`-th vCPU on the list, in the order of
-    /// `enum nvmx_vcpu_stat`; false if there is none.
-    pub(crate) fn vcpu_stats(&self, pos: usize, out: &mut [u64]) -> bool {
+    /// The statistics of the `pos`-th vCPU on the list; false if there is
+    /// none.
+    pub(crate) fn vcpu_stats(&self, pos: usize, out: &mut [u64; ffi::NR_VCPU_STATS]) -> bool {
         let vm = self.inner.read();
         let Some(v) = vm.vcpus.iter().flatten().nth(pos) else {
             return false;
         };
         let mut total = Stats::default();
         let (hits, _) = v.add_stats(&mut total);
-        let values = [
-            u64::from(v.vcpu.idx()),
-            v.kicks.load(Ordering::Relaxed),
-            total.refreshes,
-            hits,
-        ];
-        for (o, v) in out.iter_mut().zip(values) {
-            *o = v;
+        for (o, stat) in out.iter_mut().zip(VcpuStat::ALL) {
+            *o = match stat {
+                VcpuStat::Idx => u64::from(v.vcpu.idx()),
+                VcpuStat::Kicks => v.kicks.load(Ordering::Relaxed),
+                VcpuStat::Refreshes => total.refreshes,
+                VcpuStat::Hits => hits,
+            };
         }
         true
     }

@@ -50,11 +50,84 @@ pub(crate) const ABI_VERSION: u32 = raw::NVMX_SHIM_ABI_VERSION;
 /// Caches per vCPU and page kind (`NVMX_WAYS`).
 pub(crate) const WAYS: usize = raw::NVMX_WAYS as usize;
 
-/// Number of statistics reported per VM.
+/// Number of statistics reported per VM (`enum nvmx_stat`).
 pub(crate) const NR_STATS: usize = raw::nvmx_stat_NVMX_NR_STATS as usize;
 
-/// Number of statistics reported per vCPU (`enum nvmx_vcpu_stat`).
+/// Number of values reported per vCPU (`enum nvmx_vcpu_stat`).
 pub(crate) const NR_VCPU_STATS: usize = raw::nvmx_vcpu_stat_NVMX_NR_VCPU_STATS as usize;
+
+/// A per-VM statistic: an index of `enum nvmx_stat`. The list that names
+/// and describes them is `NVMX_VM_STATS` in `include/nvmx_gpc_stats.h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum VmStat {
+    Hits = raw::nvmx_stat_NVMX_STAT_HITS,
+    Misses = raw::nvmx_stat_NVMX_STAT_MISSES,
+    Refreshes = raw::nvmx_stat_NVMX_STAT_REFRESHES,
+    Retries = raw::nvmx_stat_NVMX_STAT_RETRIES,
+    InvalNotifier = raw::nvmx_stat_NVMX_STAT_INVAL_NOTIFIER,
+    InvalMemslot = raw::nvmx_stat_NVMX_STAT_INVAL_MEMSLOT,
+    InvalTeardown = raw::nvmx_stat_NVMX_STAT_INVAL_TEARDOWN,
+    Memremap = raw::nvmx_stat_NVMX_STAT_MEMREMAP,
+    Memunmap = raw::nvmx_stat_NVMX_STAT_MEMUNMAP,
+    Reloads = raw::nvmx_stat_NVMX_STAT_RELOADS,
+    Vcpus = raw::nvmx_stat_NVMX_STAT_VCPUS,
+}
+
+impl VmStat {
+    /// Every statistic, in the order of `enum nvmx_stat`.
+    pub(crate) const ALL: [VmStat; NR_STATS] = [
+        VmStat::Hits,
+        VmStat::Misses,
+        VmStat::Refreshes,
+        VmStat::Retries,
+        VmStat::InvalNotifier,
+        VmStat::InvalMemslot,
+        VmStat::InvalTeardown,
+        VmStat::Memremap,
+        VmStat::Memunmap,
+        VmStat::Reloads,
+        VmStat::Vcpus,
+    ];
+}
+
+/// A per-vCPU value: an index of `enum nvmx_vcpu_stat`. The list that
+/// names the statistics is `NVMX_VCPU_STATS` in `include/nvmx_gpc_stats.h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum VcpuStat {
+    /// `vcpu->vcpu_idx`, which names the vCPU's lines.
+    Idx = raw::nvmx_vcpu_stat_NVMX_VCPU_STAT_IDX,
+    Kicks = raw::nvmx_vcpu_stat_NVMX_VCPU_STAT_KICKS,
+    Refreshes = raw::nvmx_vcpu_stat_NVMX_VCPU_STAT_REFRESHES,
+    Hits = raw::nvmx_vcpu_stat_NVMX_VCPU_STAT_HITS,
+}
+
+impl VcpuStat {
+    /// Every value, in the order of `enum nvmx_vcpu_stat`.
+    pub(crate) const ALL: [VcpuStat; NR_VCPU_STATS] = [
+        VcpuStat::Idx,
+        VcpuStat::Kicks,
+        VcpuStat::Refreshes,
+        VcpuStat::Hits,
+    ];
+}
+
+// `VmStat::ALL` and `VcpuStat::ALL` list every index of the C enums, in
+// order (their lengths are the C counts, so a statistic added in C and not
+// here fails to build), and each name has the C value of the same name.
+const _: () = {
+    let mut i = 0;
+    while i < NR_STATS {
+        assert!(VmStat::ALL[i] as usize == i);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < NR_VCPU_STATS {
+        assert!(VcpuStat::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// ABI version the C shim was compiled with.
 pub(crate) fn shim_abi_version() -> u32 {

@@ -320,25 +320,17 @@ static const struct mmu_notifier_ops nvmx_mn_ops = {
 
 /* --- Statistics in debugfs. --- */
 
+#define NVMX_STAT_NAME(NAME, name)	[NVMX_STAT_##NAME] = #name,
 static const char *const nvmx_stat_names[NVMX_NR_STATS] = {
-	[NVMX_STAT_HITS] = "hits",
-	[NVMX_STAT_MISSES] = "misses",
-	[NVMX_STAT_REFRESHES] = "refreshes",
-	[NVMX_STAT_RETRIES] = "retries",
-	[NVMX_STAT_INVAL_NOTIFIER] = "inval_notifier",
-	[NVMX_STAT_INVAL_MEMSLOT] = "inval_memslot",
-	[NVMX_STAT_INVAL_TEARDOWN] = "inval_teardown",
-	[NVMX_STAT_MEMREMAP] = "memremap",
-	[NVMX_STAT_MEMUNMAP] = "memunmap",
-	[NVMX_STAT_RELOADS] = "reloads",
-	[NVMX_STAT_VCPUS] = "vcpus",
+	NVMX_VM_STATS(NVMX_STAT_NAME)
 };
+#undef NVMX_STAT_NAME
 
+#define NVMX_VCPU_STAT_NAME(NAME, name)	[NVMX_VCPU_STAT_##NAME] = #name,
 static const char *const nvmx_vcpu_stat_names[NVMX_NR_VCPU_STATS] = {
-	[NVMX_VCPU_STAT_KICKS] = "kicks",
-	[NVMX_VCPU_STAT_REFRESHES] = "refreshes",
-	[NVMX_VCPU_STAT_HITS] = "hits",
+	NVMX_VCPU_STATS(NVMX_VCPU_STAT_NAME)
 };
+#undef NVMX_VCPU_STAT_NAME
 
 static int nvmx_stats_show(struct seq_file *m, void *unused)
 {

@@ -16,7 +16,8 @@ mkdir -p "$OUT/selftests"
 
 # Our tests build inside the kernel's selftest tree, next to the upstream
 # ones, so they use the same library, flags and headers (our shared
-# selftests/*.h are copied next to them too).  A copy is replaced only when
+# selftests/*.h are copied next to them too, and so is the module's
+# include/nvmx_gpc_stats.h, the list of its statistics).  A copy is replaced only when
 # its content differs, and then gets a new mtime: make rebuilds exactly
 # what changed, also when another checkout built these trees last (a
 # symlink's target mtime can be older than that checkout's build).
@@ -27,7 +28,7 @@ place() {
 	fi
 }
 OURS=()
-for h in "$NVMX_ROOT"/selftests/*.h; do
+for h in "$NVMX_ROOT"/selftests/*.h "$NVMX_ROOT/include/nvmx_gpc_stats.h"; do
 	[ -e "$h" ] && place "$h" "$KVM_ST/x86_64/$(basename "$h")"
 done
 for c in "$NVMX_ROOT"/selftests/*.c; do

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * nvmx_stats.h: the nvmx_gpc module's per-VM statistics, for selftests.
+ * nvmx_stats.h: the nvmx_gpc module's statistics, for selftests.
  *
- * With the page cache loaded, every VM bound to it has a debugfs file
- * /sys/kernel/debug/nvmx_gpc/<pid>-<n> (<pid>: the VM creator, <n>: a
- * module-wide serial) with one "key value" line per counter.  Stock KVM and
- * a pass-through provider have no such file: nvmx_stats_find() then returns
- * false and the caller reports its statistics checks as skipped.
+ * The file format and the list of statistics are the module's
+ * include/nvmx_gpc_stats.h (scripts/build-selftests.sh copies it beside
+ * this file).  Stock KVM and the pass-through provider have no statistics
+ * file: nvmx_stats_find() then returns false and the caller reports its
+ * statistics checks as skipped.
  */
 #ifndef SELFTEST_NVMX_STATS_H
 #define SELFTEST_NVMX_STATS_H
@@ -21,31 +21,25 @@
 
 #include "test_util.h"
 
+#include "nvmx_gpc_stats.h"
+
 #define NVMX_STATS_DIR		"/sys/kernel/debug/nvmx_gpc"
 
+/* One field per entry of NVMX_VM_STATS, named as its debugfs key. */
 struct nvmx_stats {
-	uint64_t hits;
-	uint64_t misses;
-	uint64_t refreshes;
-	uint64_t retries;
-	uint64_t inval_notifier;
-	uint64_t inval_memslot;
-	uint64_t inval_teardown;
-	uint64_t memremap;
-	uint64_t memunmap;
-	uint64_t reloads;
+#define NVMX_STAT_FIELD(NAME, name)	uint64_t name;
+	NVMX_VM_STATS(NVMX_STAT_FIELD)
+#undef NVMX_STAT_FIELD
 };
 
-#define NVMX_STAT(key)	{ #key, offsetof(struct nvmx_stats, key) }
+#define NVMX_STAT_KEY(NAME, name)	{ #name, offsetof(struct nvmx_stats, name) },
 static const struct {
 	const char *key;
 	size_t off;
 } nvmx_stat_keys[] = {
-	NVMX_STAT(hits), NVMX_STAT(misses), NVMX_STAT(refreshes),
-	NVMX_STAT(retries), NVMX_STAT(inval_notifier), NVMX_STAT(inval_memslot),
-	NVMX_STAT(inval_teardown), NVMX_STAT(memremap), NVMX_STAT(memunmap),
-	NVMX_STAT(reloads),
+	NVMX_VM_STATS(NVMX_STAT_KEY)
 };
+#undef NVMX_STAT_KEY
 
 /*
  * Find the statistics file of the newest VM this process created (largest
@@ -107,42 +101,55 @@ static inline void nvmx_stats_read(const char *path, struct nvmx_stats *st)
 /* Print all counters on one line (kselftest comment). */
 static inline void nvmx_stats_print(const char *what, const struct nvmx_stats *st)
 {
-	printf("# nvmx_gpc stats %s: hits %lu misses %lu refreshes %lu retries %lu "
-	       "inval_notifier %lu inval_memslot %lu inval_teardown %lu "
-	       "memremap %lu memunmap %lu reloads %lu\n", what,
-	       st->hits, st->misses, st->refreshes, st->retries,
-	       st->inval_notifier, st->inval_memslot, st->inval_teardown,
-	       st->memremap, st->memunmap, st->reloads);
+	size_t i;
+
+	printf("# nvmx_gpc stats %s:", what);
+	for (i = 0; i < ARRAY_SIZE(nvmx_stat_keys); i++)
+		printf(" %s %lu", nvmx_stat_keys[i].key,
+		       *(const uint64_t *)((const char *)st + nvmx_stat_keys[i].off));
+	printf("\n");
 }
 
 /*
- * Per-vCPU counters of the fixed module: "vcpus <n>" and, for each vCPU
- * index i, "vcpu<i>_kicks", "vcpu<i>_refreshes" and "vcpu<i>_hits".  An
- * older module has none of these lines.
+ * Per-vCPU counters: "vcpus <n>" and, for each vCPU index i, one
+ * "vcpu<i>_<name>" line per entry of NVMX_VCPU_STATS.  An older module has
+ * none of these lines.
  */
 #define NVMX_STATS_MAX_VCPUS	8
 
 struct nvmx_vcpu_stats {
 	uint64_t vcpus;
-	uint64_t kicks[NVMX_STATS_MAX_VCPUS];
-	uint64_t refreshes[NVMX_STATS_MAX_VCPUS];
-	uint64_t hits[NVMX_STATS_MAX_VCPUS];
-	/* Bit i: vcpu<i>_kicks was present. */
+#define NVMX_VCPU_STAT_FIELD(NAME, name)	uint64_t name[NVMX_STATS_MAX_VCPUS];
+	NVMX_VCPU_STATS(NVMX_VCPU_STAT_FIELD)
+#undef NVMX_VCPU_STAT_FIELD
+	/* Bit i: every vcpu<i>_ line was present. */
 	uint32_t seen;
 	bool has_vcpus;
 };
 
+#define NVMX_VCPU_STAT_KEY(NAME, name)	{ #name, offsetof(struct nvmx_vcpu_stats, name) },
+static const struct {
+	const char *key;
+	size_t off;
+} nvmx_vcpu_stat_keys[] = {
+	NVMX_VCPU_STATS(NVMX_VCPU_STAT_KEY)
+};
+#undef NVMX_VCPU_STAT_KEY
+
 /*
  * Parse the per-vCPU lines of @path.  Returns true if the file has a
- * "vcpus" line and a vcpu<i>_kicks line for every i below it (and below
+ * "vcpus" line and every vcpu<i>_ line for each i below it (and below
  * NVMX_STATS_MAX_VCPUS); false if the module reports no per-vCPU
  * statistics.
  */
 static inline bool nvmx_stats_read_vcpus(const char *path, struct nvmx_vcpu_stats *vs)
 {
+	const size_t nkeys = ARRAY_SIZE(nvmx_vcpu_stat_keys);
+	uint32_t found[NVMX_STATS_MAX_VCPUS] = {};
 	unsigned long long val;
 	char line[128], key[64], what[32];
 	unsigned int i, n;
+	size_t k;
 	FILE *f;
 
 	f = fopen(path, "r");
@@ -158,16 +165,17 @@ static inline bool nvmx_stats_read_vcpus(const char *path, struct nvmx_vcpu_stat
 		}
 		if (sscanf(key, "vcpu%u_%31s", &i, what) != 2 || i >= NVMX_STATS_MAX_VCPUS)
 			continue;
-		if (!strcmp(what, "kicks")) {
-			vs->kicks[i] = val;
-			vs->seen |= 1u << i;
-		} else if (!strcmp(what, "refreshes")) {
-			vs->refreshes[i] = val;
-		} else if (!strcmp(what, "hits")) {
-			vs->hits[i] = val;
+		for (k = 0; k < nkeys; k++) {
+			if (strcmp(what, nvmx_vcpu_stat_keys[k].key))
+				continue;
+			((uint64_t *)((char *)vs + nvmx_vcpu_stat_keys[k].off))[i] = val;
+			found[i] |= 1u << k;
 		}
 	}
 	fclose(f);
+	for (i = 0; i < NVMX_STATS_MAX_VCPUS; i++)
+		if (found[i] == (1u << nkeys) - 1)
+			vs->seen |= 1u << i;
 	if (!vs->has_vcpus || !vs->vcpus)
 		return false;
 	n = vs->vcpus < NVMX_STATS_MAX_VCPUS ? vs->vcpus : NVMX_STATS_MAX_VCPUS;
@@ -178,12 +186,17 @@ static inline bool nvmx_stats_read_vcpus(const char *path, struct nvmx_vcpu_stat
 static inline void nvmx_vcpu_stats_print(const char *what, const struct nvmx_vcpu_stats *vs,
 					 int n)
 {
+	size_t k;
 	int i;
 
 	printf("# nvmx_gpc stats %s: vcpus %lu", what, vs->vcpus);
-	for (i = 0; i < n && i < NVMX_STATS_MAX_VCPUS; i++)
-		printf(" | vcpu%d kicks %lu refreshes %lu hits %lu", i, vs->kicks[i],
-		       vs->refreshes[i], vs->hits[i]);
+	for (i = 0; i < n && i < NVMX_STATS_MAX_VCPUS; i++) {
+		printf(" | vcpu%d", i);
+		for (k = 0; k < ARRAY_SIZE(nvmx_vcpu_stat_keys); k++)
+			printf(" %s %lu", nvmx_vcpu_stat_keys[k].key,
+			       ((const uint64_t *)((const char *)vs +
+						   nvmx_vcpu_stat_keys[k].off))[i]);
+	}
 	printf("\n");
 }
 

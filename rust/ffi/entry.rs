@@ -369,6 +369,17 @@ unsafe extern "C" fn nvmx_rs_mn_release(rs: *mut c_void) {
     unsafe { vm_state(rs) }.release();
 }
 
+/// The output array of a statistics entry point, or `None` for null.
+///
+/// # Safety
+///
+/// `out` is null or points to `N` writable values that nothing else
+/// accesses during `'a`.
+unsafe fn stats_out<'a, const N: usize>(out: *mut u64) -> Option<&'a mut [u64; N]> {
+    // SAFETY: Null or valid for `N` values and unaliased (caller contract).
+    unsafe { out.cast::<[u64; N]>().as_mut() }
+}
+
 /// The VM's statistics, in the order of `enum nvmx_stat`.
 ///
 /// # Safety
@@ -378,14 +389,11 @@ unsafe extern "C" fn nvmx_rs_mn_release(rs: *mut c_void) {
 /// array of `NR_STATS` values.
 #[no_mangle]
 unsafe extern "C" fn nvmx_rs_vm_stats(rs: *mut c_void, out: *mut u64) {
-    if out.is_null() {
-        return;
-    }
     // SAFETY: Caller contract.
-    let vm = unsafe { vm_state(rs) };
-    // SAFETY: An array of `NR_STATS` values (caller contract).
-    let out = unsafe { core::slice::from_raw_parts_mut(out, NR_STATS) };
-    vm.stats(out);
+    if let Some(out) = unsafe { stats_out::<NR_STATS>(out) } {
+        // SAFETY: Caller contract.
+        unsafe { vm_state(rs) }.stats(out);
+    }
 }
 
 /// The statistics of the `pos`-th vCPU, in the order of
@@ -396,12 +404,10 @@ unsafe extern "C" fn nvmx_rs_vm_stats(rs: *mut c_void, out: *mut u64) {
 /// As for [`nvmx_rs_vm_stats`], with `NR_VCPU_STATS` values.
 #[no_mangle]
 unsafe extern "C" fn nvmx_rs_vcpu_stats(rs: *mut c_void, pos: u32, out: *mut u64) -> bool {
-    if out.is_null() {
-        return false;
-    }
     // SAFETY: Caller contract.
-    let vm = unsafe { vm_state(rs) };
-    // SAFETY: An array of `NR_VCPU_STATS` values (caller contract).
-    let out = unsafe { core::slice::from_raw_parts_mut(out, NR_VCPU_STATS) };
-    vm.vcpu_stats(pos as usize, out)
+    let Some(out) = (unsafe { stats_out::<NR_VCPU_STATS>(out) }) else {
+        return false;
+    };
+    // SAFETY: Caller contract.
+    unsafe { vm_state(rs) }.vcpu_stats(pos as usize, out)
 }
