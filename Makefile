@@ -51,10 +51,10 @@ check-style: kernel
 	@$(S)/check-style.sh
 
 check-model:
-	@echo ">> rust/cache/model: cargo fmt --check, clippy -D warnings, cargo test"
-	@cargo fmt --manifest-path rust/cache/model/Cargo.toml -- --check
-	@cargo clippy --quiet --manifest-path rust/cache/model/Cargo.toml --all-targets -- -D warnings
-	@cargo test --quiet --manifest-path rust/cache/model/Cargo.toml
+	@echo ">> tools/nvmx-model: cargo fmt --check, clippy -D warnings, cargo test"
+	@cargo fmt --manifest-path tools/nvmx-model/Cargo.toml -- --check
+	@cargo clippy --quiet --manifest-path tools/nvmx-model/Cargo.toml --all-targets -- -D warnings
+	@cargo test --quiet --manifest-path tools/nvmx-model/Cargo.toml
 
 # QEMU TCG (no VMX): boot, insmod, rmmod, no kernel warnings.
 smoke: image harness

@@ -6,7 +6,7 @@
 //!
 //! C reference: [virt/kvm/pfncache.c](srctree/virt/kvm/pfncache.c). The
 //! state machine and its retry protocol are [`crate::state`], shared with
-//! the userspace model that checks them (`rust/cache/model`); this file adds
+//! the userspace model that checks them (`tools/nvmx-model`); this file adds
 //! the locks, the page resolution and the vCPU kicks around it.
 //!
 //! # The path of a nested VM-entry

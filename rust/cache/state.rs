@@ -7,7 +7,7 @@
 //! This file holds no lock, sleeps nowhere and touches no memory outside
 //! itself. It is plain safe Rust over `core` only, so the same text compiles
 //! as a module of the kernel crate (no `std`, no `alloc`, no `kernel`) and
-//! as the userspace crate `rust/cache/model`, where `cargo test` and an
+//! as the userspace crate `tools/nvmx-model`, where `cargo test` and an
 //! exhaustive interleaving explorer check it. The kernel module keeps every
 //! value of these types inside its own locks and does the sleeping work
 //! (pinning the page, `kmap()`, `memremap()`) outside them.
@@ -117,7 +117,7 @@
 //!
 //! # What the model checks
 //!
-//! `rust/cache/model/tests/interleavings.rs` runs every interleaving of a
+//! `tools/nvmx-model/tests/interleavings.rs` runs every interleaving of a
 //! refresher/vCPU, an invalidator, a memslot update, a teardown and a
 //! software user, with the critical sections above as atomic steps. See
 //! `Documentation/cache-state.md`.

@@ -11,7 +11,7 @@
 #[cfg(test)]
 extern crate std;
 
-#[path = "../../state.rs"]
+#[path = "../../../rust/cache/state.rs"]
 mod state;
 
 pub use state::*;
