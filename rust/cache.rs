@@ -70,7 +70,11 @@
 //!   nothing pins the page, so it can be migrated or reclaimed; the
 //!   invalidation then makes the next `map()` refresh. (Keeping the
 //!   reference for as long as the page is cached would pin the MSR bitmap
-//!   for the life of the vCPU; `nvmx_inval_test -m migrate` catches that.)
+//!   for the life of the vCPU; `nvmx_inval_race_test -m migrate` catches that.)
+//! - Memory without `struct page` (`mem=` + `/dev/mem`): one `memremap()`
+//!   per refresh, undone when the mapping is replaced, when the vCPU is
+//!   freed, or, for an invalidated cache, at the next `unmap()` or by
+//!   [`CacheVm::reap`]; page references are no-ops there, as in KVM.
 
 #![forbid(unsafe_code)]
 

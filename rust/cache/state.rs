@@ -48,9 +48,9 @@
 //!
 //! ```text
 //! if the lock-free hit of `HitView` finds the page { return Ok }  // No lock.
-//! for attempt in 0..MAX_ATTEMPTS {
+//! loop {                                        // kvm->srcu held throughout.
+//!     slot = gfn_to_memslot(gfn); uhva = gfn_to_hva_memslot(slot, gfn);
 //!     lock(L);                                  // No sleeping from here...
-//!     (slot, uhva) = gfn_to_memslot(..), gfn_to_hva_memslot(..); // kvm->srcu held.
 //!     ticket = state.begin_refresh(gpa, gen_now, uhva, &vm.inval, &view)?;
 //!     unlock(L);                                // ...to here.
 //!     pfn = gfn_to_pfn_memslot(slot, gfn);      // May sleep (faults uhva in).
@@ -59,20 +59,20 @@
 //!     commit = state.finish_refresh(ticket, resolved, &vm.inval, &view);
 //!     unlock(L);
 //!     match commit {                            // Everything below may sleep.
-//!         Installed { old } => { drop the page reference; unmap `old` if it is a
+//!         Installed { old } => { drop the page reference (or hand it to KVM); unmap `old` if it is a
 //!                                different mapping; return Ok }
 //!         Retry { discard } => { unmap and release `discard`; cond_resched() }
 //!         Stale { discard } => { unmap and release `discard`; return Err(EAGAIN) }
 //!     }
 //! }
-//! return Err(EAGAIN);
 //! ```
 //!
 //! Like `hva_to_pfn_retry()`, the cache holds no page reference once a
 //! mapping is installed: the mmu_notifier is what keeps the pfn honest.
-//! `MAX_ATTEMPTS` is the caller's policy; stock KVM loops without bound
-//! (with `cond_resched()`), and a bounded loop fails while invalidations
-//! keep coming, because [`InvalSeq`] is per VM, not per range.
+//! The loop has no bound, like stock KVM's (with `cond_resched()`): a
+//! bounded one would fail while invalidations keep coming, because
+//! [`InvalSeq`] is per VM, not per range, so any invalidation of the VM's
+//! address space makes a refresh in flight retry once.
 //!
 //! # How the kernel notifier invalidates
 //!
