@@ -168,61 +168,46 @@ pub(crate) fn provider() -> ProviderKind {
     }
 }
 
-/// The test-only `break_invalidation` module parameter.
-#[cfg(nvmx_test_knobs)]
-pub(crate) fn break_invalidation() -> bool {
-    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
-    unsafe { raw::nvmx_shim_break_invalidation() }
+/// Defines `fn $name() -> bool` for the test-only module parameter
+/// `$name`: in the test-knob build (`NVMX_TEST_KNOBS=1`, cfg
+/// `nvmx_test_knobs`) it reads the parameter through `$shim`; in a default
+/// build, which has no such parameter, it is a constant false, so the hot
+/// paths carry no call for it.
+macro_rules! test_knob {
+    ($(#[$doc:meta])* $name:ident => $shim:ident) => {
+        $(#[$doc])*
+        #[cfg(nvmx_test_knobs)]
+        pub(crate) fn $name() -> bool {
+            // SAFETY: Reads a module parameter with `READ_ONCE`; no
+            // preconditions.
+            unsafe { raw::$shim() }
+        }
+
+        $(#[$doc])*
+        #[cfg(not(nvmx_test_knobs))]
+        #[inline(always)]
+        pub(crate) const fn $name() -> bool {
+            false
+        }
+    };
 }
 
-/// A default build has no test-only knob: constant false.
-#[cfg(not(nvmx_test_knobs))]
-#[inline(always)]
-pub(crate) const fn break_invalidation() -> bool {
-    false
-}
-
-/// The test-only `break_persistence` module parameter.
-#[cfg(nvmx_test_knobs)]
-pub(crate) fn break_persistence() -> bool {
-    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
-    unsafe { raw::nvmx_shim_break_persistence() }
-}
-
-/// A default build has no test-only knob: constant false.
-#[cfg(not(nvmx_test_knobs))]
-#[inline(always)]
-pub(crate) const fn break_persistence() -> bool {
-    false
-}
-
-/// The test-only `break_lookup` module parameter.
-#[cfg(nvmx_test_knobs)]
-pub(crate) fn break_lookup() -> bool {
-    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
-    unsafe { raw::nvmx_shim_break_lookup() }
-}
-
-/// A default build has no test-only knob: constant false.
-#[cfg(not(nvmx_test_knobs))]
-#[inline(always)]
-pub(crate) const fn break_lookup() -> bool {
-    false
-}
-
-/// The test-only `break_sticky_hw` module parameter.
-#[cfg(nvmx_test_knobs)]
-pub(crate) fn break_sticky_hw() -> bool {
-    // SAFETY: Reads a module parameter with `READ_ONCE`; no preconditions.
-    unsafe { raw::nvmx_shim_break_sticky_hw() }
-}
-
-/// A default build has no test-only knob: constant false.
-#[cfg(not(nvmx_test_knobs))]
-#[inline(always)]
-pub(crate) const fn break_sticky_hw() -> bool {
-    false
-}
+test_knob!(
+    /// `break_invalidation`: ignore mmu_notifier and memslot invalidations.
+    break_invalidation => nvmx_shim_break_invalidation
+);
+test_knob!(
+    /// `break_persistence`: drop every cached mapping at `unmap()`.
+    break_persistence => nvmx_shim_break_persistence
+);
+test_knob!(
+    /// `break_lookup`: look caches up by page kind alone.
+    break_lookup => nvmx_shim_break_lookup
+);
+test_knob!(
+    /// `break_sticky_hw`: keep a vCPU's claim after it left L2.
+    break_sticky_hw => nvmx_shim_break_sticky_hw
+);
 
 /// Lets the scheduler run something else in a retry loop.
 pub(crate) fn cond_resched() {
