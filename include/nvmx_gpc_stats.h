@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * nvmx-gpc statistics: the one list of what the module counts.
+ * nvmx-gpc statistics: the one list of what the module counts and
+ * measures in debugfs.
  *
  * With the page cache loaded, every VM bound to it has a debugfs file
  * /sys/kernel/debug/nvmx_gpc/<pid>-<n> (<pid>: the VM's creator, <n>: a
@@ -74,5 +75,26 @@ enum nvmx_vcpu_stat {
 	NVMX_NR_VCPU_STATS,
 };
 #undef NVMX_VCPU_STAT_ENUM
+
+/*
+ * The per-operation benchmark, /sys/kernel/debug/nvmx_gpc/bench (see
+ * rust/shim.c): one "<name> <ticks> <n>" line per loop, in this order.
+ * stock           kvm_vcpu_map() + kvm_vcpu_unmap()
+ * hit             the cache's map() + unmap() on a hit
+ * miss            the cache's map() + unmap(), each map() a refresh
+ * get_put         the cache's get() + put()
+ */
+#define NVMX_BENCH_OPS(X)		\
+	X(STOCK, stock)			\
+	X(HIT, hit)			\
+	X(MISS, miss)			\
+	X(GET_PUT, get_put)
+
+#define NVMX_BENCH_ENUM(NAME, name)	NVMX_BENCH_##NAME,
+enum nvmx_bench_op {
+	NVMX_BENCH_OPS(NVMX_BENCH_ENUM)
+	NVMX_NR_BENCH,
+};
+#undef NVMX_BENCH_ENUM
 
 #endif /* NVMX_GPC_STATS_H */

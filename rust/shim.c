@@ -320,15 +320,16 @@ static const struct mmu_notifier_ops nvmx_mn_ops = {
 
 /* --- Statistics in debugfs. --- */
 
-#define NVMX_STAT_NAME(NAME, name)	[NVMX_STAT_##NAME] = #name,
+#define NVMX_STAT_NAME(NAME, name)	#name,
 static const char *const nvmx_stat_names[NVMX_NR_STATS] = {
 	NVMX_VM_STATS(NVMX_STAT_NAME)
 };
 #undef NVMX_STAT_NAME
 
-#define NVMX_VCPU_STAT_NAME(NAME, name)	[NVMX_VCPU_STAT_##NAME] = #name,
+#define NVMX_VCPU_STAT_NAME(NAME, name)	#name,
+/* In the order of enum nvmx_vcpu_stat; "idx" names the lines, it has none. */
 static const char *const nvmx_vcpu_stat_names[NVMX_NR_VCPU_STATS] = {
-	NVMX_VCPU_STATS(NVMX_VCPU_STAT_NAME)
+	"idx", NVMX_VCPU_STATS(NVMX_VCPU_STAT_NAME)
 };
 #undef NVMX_VCPU_STAT_NAME
 
@@ -568,20 +569,17 @@ static const struct kvm_nvmx_page_ops *nvmx_ops(void)
  *	          in turn, one more page than the cache has ways: every map()
  *	          refreshes the cache
  *	get_put   get() + put() while gpa is mapped
- * and reports the ticks of each loop ("<name> <ticks> <n>" lines).  The
- * cache's operations are called through the provider table, as KVM calls
- * them.  The
- * vCPU must not run meanwhile: the write holds its mutex, as an ioctl does,
+ * and reports the ticks of each loop ("<name> <ticks> <n>" lines, names and
+ * order as NVMX_BENCH_OPS in nvmx_gpc_stats.h).  The cache's operations are
+ * called through the provider table, as KVM calls them.  The vCPU must not
+ * run meanwhile: the write holds its mutex, as an ioctl does,
  * and kvm->srcu, as KVM does around these calls.
  */
-enum { NVMX_BENCH_STOCK, NVMX_BENCH_HIT, NVMX_BENCH_MISS, NVMX_BENCH_GET_PUT, NVMX_NR_BENCH };
-
+#define NVMX_BENCH_NAME(NAME, name)	#name,
 static const char *const nvmx_bench_names[NVMX_NR_BENCH] = {
-	[NVMX_BENCH_STOCK] = "stock",
-	[NVMX_BENCH_HIT] = "hit",
-	[NVMX_BENCH_MISS] = "miss",
-	[NVMX_BENCH_GET_PUT] = "get_put",
+	NVMX_BENCH_OPS(NVMX_BENCH_NAME)
 };
+#undef NVMX_BENCH_NAME
 
 static struct {
 	/* Protects the rest; held across a run.  Taken before vcpu->mutex. */

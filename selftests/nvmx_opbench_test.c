@@ -61,14 +61,12 @@ static const char *const mem_names[NR_MEM] = {
 	[MEM_UNMANAGED] = "unmanaged",
 };
 
-enum { OP_STOCK, OP_HIT, OP_MISS, OP_GET_PUT, NR_OPS };
-
-static const char *const op_names[NR_OPS] = {
-	[OP_STOCK] = "stock",
-	[OP_HIT] = "hit",
-	[OP_MISS] = "miss",
-	[OP_GET_PUT] = "get_put",
+/* The loops of the module's bench file (include/nvmx_gpc_stats.h). */
+#define BENCH_OP_NAME(NAME, name)	#name,
+static const char *const op_names[NVMX_NR_BENCH] = {
+	NVMX_BENCH_OPS(BENCH_OP_NAME)
 };
+#undef BENCH_OP_NAME
 
 /* The memslot holding A and B, backed as @mem says. */
 static void add_slot(struct kvm_vm *vm, enum memory mem, uint64_t phys)
@@ -109,7 +107,7 @@ static void add_slot(struct kvm_vm *vm, enum memory mem, uint64_t phys)
 }
 
 /* Run the module's loops; false (with errno) if the module refused. */
-static bool run_bench(uint64_t a, uint64_t b, unsigned int n, uint64_t ticks[NR_OPS])
+static bool run_bench(uint64_t a, uint64_t b, unsigned int n, uint64_t ticks[NVMX_NR_BENCH])
 {
 	char cmd[80], name[32];
 	unsigned long long t;
@@ -133,21 +131,21 @@ static bool run_bench(uint64_t a, uint64_t b, unsigned int n, uint64_t ticks[NR_
 	TEST_ASSERT(f, "%s: %s", BENCH_FILE, strerror(errno));
 	while (fscanf(f, "%31s %llu %u", name, &t, &nn) == 3) {
 		TEST_ASSERT(nn == n, "%s: %s ran %u times, not %u", BENCH_FILE, name, nn, n);
-		i = nvmx_name_index(op_names, NR_OPS, name);
+		i = nvmx_name_index(op_names, NVMX_NR_BENCH, name);
 		if (i >= 0) {
 			ticks[i] = t;
 			got |= 1u << i;
 		}
 	}
 	fclose(f);
-	TEST_ASSERT(got == (1u << NR_OPS) - 1, "%s lacks results (mask 0x%x)", BENCH_FILE, got);
+	TEST_ASSERT(got == (1u << NVMX_NR_BENCH) - 1, "%s lacks results (mask 0x%x)", BENCH_FILE, got);
 	return true;
 }
 
 /* One memory kind: returns the number of failed checks. */
 static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 {
-	uint64_t ticks[NR_OPS] = {}, a = SLOT_GPA + PAGE_A_OFFSET, b = SLOT_GPA + PAGE_B_OFFSET;
+	uint64_t ticks[NVMX_NR_BENCH] = {}, a = SLOT_GPA + PAGE_A_OFFSET, b = SLOT_GPA + PAGE_B_OFFSET;
 	struct nvmx_stats st0, st1;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
@@ -168,20 +166,20 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 	nvmx_stats_read(path, &st1);
 	kvm_vm_free(vm);
 
-	for (i = 0; i < NR_OPS; i++) {
+	for (i = 0; i < NVMX_NR_BENCH; i++) {
 		printf("@@RESULT bench=%s variant=%s memory=%s phase=%s value=%.1f unit=ticks\n",
-		       i == OP_GET_PUT ? "op_get_put" : "op_map_unmap",
-		       i == OP_GET_PUT ? "hit" : op_names[i], mem_names[mem],
-		       i == OP_STOCK ? "stock" : "cache", (double)ticks[i] / n);
+		       i == NVMX_BENCH_GET_PUT ? "op_get_put" : "op_map_unmap",
+		       i == NVMX_BENCH_GET_PUT ? "hit" : op_names[i], mem_names[mem],
+		       i == NVMX_BENCH_STOCK ? "stock" : "cache", (double)ticks[i] / n);
 	}
 	printf("# %s: per pair: stock %.1f, hit %.1f, miss %.1f, get+put %.1f ticks; stock/hit %.1fx\n",
-	       mem_names[mem], (double)ticks[OP_STOCK] / n, (double)ticks[OP_HIT] / n,
-	       (double)ticks[OP_MISS] / n, (double)ticks[OP_GET_PUT] / n,
-	       (double)ticks[OP_STOCK] / (ticks[OP_HIT] ? ticks[OP_HIT] : 1));
+	       mem_names[mem], (double)ticks[NVMX_BENCH_STOCK] / n, (double)ticks[NVMX_BENCH_HIT] / n,
+	       (double)ticks[NVMX_BENCH_MISS] / n, (double)ticks[NVMX_BENCH_GET_PUT] / n,
+	       (double)ticks[NVMX_BENCH_STOCK] / (ticks[NVMX_BENCH_HIT] ? ticks[NVMX_BENCH_HIT] : 1));
 	nvmx_stats_print("before", &st0);
 	nvmx_stats_print("after", &st1);
 
-	for (i = 0; i < NR_OPS; i++) {
+	for (i = 0; i < NVMX_NR_BENCH; i++) {
 		if (!ticks[i]) {
 			ksft_print_msg("%s: %s took no time\n", mem_names[mem], op_names[i]);
 			fails++;
