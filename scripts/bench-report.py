@@ -6,14 +6,20 @@
     bench-report.py --selftest      (parse a made-up log; check-style runs it)
 
 Each RESULTS_DIR is a results/<name>/ directory of scripts/run-emulator.sh
-with its serial.log (host-stamped console).  The console's markers:
+with its serial.log (host-stamped console).  The tests' boundaries are the
+TAP that testbed/init prints (see tools/nvmx-harness/src/log.rs); the data
+are @@ lines in the tests' output:
 
-    @@TEST-START <phase> <test>
-    @@BENCH test=nvmx_l2_loop mode=<m> iters=<n> ticks=<t> ...   (L2 round trip)
-    @@RESULT bench=<b> variant=<v> memory=<m> [phase=<p>] value=<x> unit=<u>
+    # selftests: <phase>: <test>                                 (the start)
+    # @@BENCH test=nvmx_l2_loop mode=<m> iters=<n> ticks=<t> ...   (L2 round trip)
+    # @@RESULT bench=<b> variant=<v> memory=<m> [phase=<p>] value=<x> unit=<u>
                                               (run-l1, nvmx_opbench_test)
-    @@L1-STATS memory=<m> <key>=<value>...                       (run-l1)
-    @@TEST-END <phase> <test> rc=<rc>
+    # @@L1-STATS memory=<m> <key>=<value>...                     (run-l1)
+    # exit=<rc> uptime=<s> ...
+    ok <N> <phase>/<test>  |  not ok <N> <phase>/<test> # ...     (the end)
+
+Saved logs of the previous format (@@TEST-START <phase> <test> ... @@TEST-END
+<phase> <test> rc=<rc>) are read too.
 
 Writes OUTDIR/bench.tsv (bench variant memory phase value unit), OUTDIR/
 l1-stats.tsv and OUTDIR/bench.png, and prints one table per benchmark with
@@ -26,6 +32,11 @@ import sys
 from pathlib import Path
 
 STAMP = re.compile(r"^\[\s*([0-9.]+)\] ")
+# TAP lines at the top level: kernel text may come before them on the line,
+# the tests' own output (behind "# ") may not.
+START = re.compile(r"^([^#]*?)# selftests: (\S+): (\S+)")
+EXIT = re.compile(r"^([^#]*?)# exit=(-?[0-9]+)")
+RESULT = re.compile(r"^([^#]*?)(not ok|ok) [0-9]+ (\S+)/(\S+)(.*)$")
 MEMORY_ORDER = ["none", "managed", "thp", "unmanaged"]
 PHASE_ORDER = ["stock", "passthrough", "cache"]
 
@@ -38,15 +49,28 @@ def kv(text):
 def parse(log):
     """Rows, L1 statistics and test outcomes of one serial.log."""
     rows, stats, tests = [], [], []
-    phase = test = None
+    phase = test = rc = None
     started = 0.0
     for raw in log.read_text(errors="replace").splitlines():
         m = STAMP.match(raw)
         t = float(m.group(1)) if m else None
         line = raw[m.end():] if m else raw
-        if "@@TEST-START " in line:
-            phase, test = line.split("@@TEST-START ", 1)[1].split()[:2]
+        start, exit_, result = START.match(line), EXIT.match(line), RESULT.match(line)
+        if start or "@@TEST-START " in line:
+            if start:
+                phase, test = start.group(2), start.group(3)
+            else:
+                phase, test = line.split("@@TEST-START ", 1)[1].split()[:2]
             started = t or 0.0
+            rc = None
+        elif result and test and (result.group(3), result.group(4)) == (phase, test):
+            if rc is None:
+                rc = "4" if "# SKIP" in result.group(5) else \
+                    "0" if result.group(2) == "ok" else "1"
+            tests.append((phase, test, rc, (t or 0.0) - started))
+            test = None
+        elif exit_ and not result and test:
+            rc = exit_.group(2)
         elif "@@TEST-END " in line and test:
             rc = kv(line).get("rc", "?")
             tests.append((phase, test, rc, (t or 0.0) - started))
@@ -210,26 +234,58 @@ def plot(rows, path):
 
 
 SAMPLE = """\
+[   0.9] TAP version 13
+[   1.0] # selftests: stock: nvmx_l2_loop_thp
+[   2.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2500000 per_rt=25000
+[   2.5] # # exit=7 (the test's own output, not the diagnostic)
+[   2.9] # exit=0 uptime=1.0
+[   3.0] ok 1 stock/nvmx_l2_loop_thp
+[   4.0] [    1.5] kvm: x# selftests: cache: nvmx_l2_loop_thp
+[   5.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2000000 per_rt=20000
+[   5.5] # ok 1 cache/nvmx_l2_loop_thp
+[   6.0] # exit=0 uptime=2.0
+[   6.0] ok 2 cache/nvmx_l2_loop_thp
+[   6.2] # @@BENCH test=nvmx_l2_switch mode=unmanaged l2s=16 iters=400 ticks=12000000 per_rt=30000
+[   7.0] # selftests: cache: l1_memslot_perf_unmanaged
+[   8.0] # @@L1-STATS memory=unmanaged hits=30 memremap=3 nested_run=1000
+[   8.5] # @@RESULT bench=memslot_perf variant=unmap_chunked memory=unmanaged value=0.5 unit=s
+[   8.6] # @@RESULT bench=op_map_unmap variant=stock memory=thp phase=stock value=900.5 unit=ticks
+[  19.0] # exit=1 uptime=3.0
+[  20.0] not ok 3 cache/l1_memslot_perf_unmanaged # exit=1
+[  20.1] 1..3
+"""
+
+# The same run as a saved log of the previous console format prints it.
+OLD_SAMPLE = """\
 [   1.0] @@TEST-START stock nvmx_l2_loop_thp
 [   2.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2500000 per_rt=25000
 [   3.0] @@TEST-END stock nvmx_l2_loop_thp rc=0 uptime=1.0
+[   3.0] ok 1 stock/nvmx_l2_loop_thp
 [   4.0] @@TEST-START cache nvmx_l2_loop_thp
 [   5.0] # @@BENCH test=nvmx_l2_loop mode=thp iters=100 ticks=2000000 per_rt=20000
 [   6.0] @@TEST-END cache nvmx_l2_loop_thp rc=0 uptime=2.0
+[   6.0] ok 2 cache/nvmx_l2_loop_thp
 [   6.2] # @@BENCH test=nvmx_l2_switch mode=unmanaged l2s=16 iters=400 ticks=12000000 per_rt=30000
 [   7.0] @@TEST-START cache l1_memslot_perf_unmanaged
 [   8.0] # @@L1-STATS memory=unmanaged hits=30 memremap=3 nested_run=1000
 [   8.5] # @@RESULT bench=memslot_perf variant=unmap_chunked memory=unmanaged value=0.5 unit=s
 [   8.6] # @@RESULT bench=op_map_unmap variant=stock memory=thp phase=stock value=900.5 unit=ticks
 [  20.0] @@TEST-END cache l1_memslot_perf_unmanaged rc=1 uptime=3.0
+[  20.0] not ok 3 cache/l1_memslot_perf_unmanaged # rc=1
 """
 
 
 def selftest():
+    for sample in (SAMPLE, OLD_SAMPLE):
+        selftest_one(sample)
+    print("bench-report: selftest passed")
+
+
+def selftest_one(sample):
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         log = Path(d) / "serial.log"
-        log.write_text(SAMPLE)
+        log.write_text(sample)
         rows, stats, tests = parse(log)
     want = [("l2_roundtrip", "pages", "thp", "stock", 25000.0, "ticks"),
             ("l2_roundtrip", "pages", "thp", "cache", 20000.0, "ticks"),
@@ -247,7 +303,6 @@ def selftest():
     assert "op_map_unmap (ticks per pair" in table, table
     assert len(panels(rows)) == 4, panels(rows)
     assert "3.000 per 1000" in checks(rows, stats)
-    print("bench-report: selftest passed")
 
 
 def main():

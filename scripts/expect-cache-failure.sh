@@ -28,7 +28,7 @@
 # expect_caught PARAM TEST...: with PARAM=1 the run must fail, and each
 # TEST must be among the failures.
 expect_caught() {
-	local param=$1 summary t missing=()
+	local param=$1 res t failed missing=()
 	shift
 	if "$NVMX_ROOT/scripts/run-emulator.sh" bochs --plan dev --phases cache \
 		--modargs "$param=1" --only "$(IFS=,; echo "$*")" --name "broken-$param" \
@@ -36,13 +36,14 @@ expect_caught() {
 		cat "$NVMX_CACHE/broken-$param.log" >&2
 		die "the tests passed against a cache with $param=1"
 	fi
-	summary=$NVMX_ROOT/results/broken-$param/summary.txt
+	res=$NVMX_ROOT/results/broken-$param
+	failed=$(results_json "$res" tests FAIL cache)
 	for t in "$@"; do
-		grep -q "^  FAIL cache/$t:" "$summary" || missing+=("$t")
+		grep -qx "cache/$t" <<<"$failed" || missing+=("$t")
 	done
 	[ ${#missing[@]} -eq 0 ] ||
-		die "$param=1 was not caught by: ${missing[*]} ($(grep -E 'passed,' "$summary"))"
-	log "$param=1 caught by: $(grep -o '^  FAIL cache/[a-z_0-9]*' "$summary" | sed 's|.*/||' | tr '\n' ' ')"
+		die "$param=1 was not caught by: ${missing[*]} ($(results_json "$res" tally))"
+	log "$param=1 caught by: $(results_json "$res" tests FAIL cache | sed 's|.*/||' | tr '\n' ' ')"
 }
 
 step "cache that ignores invalidations" expect_caught break_invalidation \

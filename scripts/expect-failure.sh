@@ -8,18 +8,18 @@
 # expect_red WHAT STATUS ARGS...: the run must fail, and fail because the
 # canary got STATUS, not for some unrelated reason.
 expect_red() {
-	local what=$1 status=$2 summary
+	local what=$1 status=$2 res
 	shift 2
 	if "$NVMX_ROOT/scripts/run-emulator.sh" qemu "$@" >"$NVMX_CACHE/expect-$what.log" 2>&1; then
 		cat "$NVMX_CACHE/expect-$what.log" >&2
 		die "run with an injected $what reported success"
 	fi
-	summary=$NVMX_ROOT/results/inject-$what/summary.txt
-	grep -q "^  $status stock/canary-$what" "$summary" ||
-		die "run failed, but not with $status for canary-$what: $(cat "$summary")"
+	res=$NVMX_ROOT/results/inject-$what
+	results_json "$res" tests "$status" stock | grep -qx "stock/canary-$what" ||
+		die "run failed, but not with $status for canary-$what: $(results_json "$res" show "stock/canary-$what") ($(results_json "$res" tally))"
 	# Only the canary's line: the red run's own tally would read like a
 	# failure of this (green) check to anything that parses test output.
-	grep -E "canary-$what" "$summary" >&2
+	results_json "$res" show "stock/canary-$what" >&2
 	log "injected $what made the run fail, as it must"
 }
 

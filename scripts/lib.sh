@@ -151,3 +151,35 @@ configure_kernel() {
 	[ $bad = 0 ] || die "kernel configuration does not match the fragments (see above)"
 	touch "$KOBJ/.nvmx-configured"
 }
+
+# results_json DIR QUERY [ARGS...]: read DIR/results.json, the harness's
+# machine-readable result (tools/nvmx-harness/src/log.rs, Log::json), so
+# that no script depends on the wording of summary.txt.
+#   tests STATUS [PHASE]  phase/name of each test with STATUS, one a line
+#   show PHASE/NAME       "STATUS phase/name: reason" of that test
+#   tally                 "P passed, F failed, S skipped" and the XFAILs
+results_json() {
+	local dir=$1
+	shift
+	[ -f "$dir/results.json" ] || die "$dir/results.json missing (did the harness run?)"
+	/usr/bin/python3 - "$dir/results.json" "$@" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+query, args = sys.argv[2], sys.argv[3:]
+tests = r["tests"]
+if query == "tests":
+    for t in tests:
+        if t["status"] == args[0] and (len(args) < 2 or t["phase"] == args[1]):
+            print(f"{t['phase']}/{t['name']}")
+elif query == "show":
+    for t in tests:
+        if f"{t['phase']}/{t['name']}" == args[0]:
+            print(f"{t['status']} {args[0]}: {t['reason']}")
+elif query == "tally":
+    c = r["counts"]
+    print(f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped, "
+          f"{c['xfail']} xfail; success={str(r['success']).lower()}")
+else:
+    sys.exit(f"results_json: unknown query {query}")
+PY
+}

@@ -1,37 +1,63 @@
 //! The guest's serial console, turned into test results.
 //!
-//! The guest's `/init` brackets every test with markers that start with `@@`:
+//! The guest's `/init` (`testbed/init`) reports the test plan as TAP, the
+//! way the kselftest runner does, and the TAP lines are the source of truth
+//! for every result:
 //!
 //! ```text
-//! @@TEST-START <phase> <name>
-//! ...test output...
-//! @@TEST-END <phase> <name> rc=<exit code> [xfail=1]
-//! @@BENCH test=<t> mode=<m> iters=<n> ticks=<t> per_rt=<p>
-//! @@NVMX-DONE
+//! TAP version 13
+//! # selftests: <phase>: <name>            a test starts (kselftest runner)
+//! # ...the test's output, indented with "# "...
+//! # @@BENCH test=<t> mode=<m> iters=<n> ticks=<t> per_rt=<p>
+//! # exit=<exit code> uptime=<guest s> [live=<module counters>]
+//! ok <N> <phase>/<name>                   a pass
+//! ok <N> <phase>/<name> # SKIP [reason]   a skip (exit code 4)
+//! not ok <N> <phase>/<name> # exit=<rc>   a failure
+//! not ok <N> <phase>/<name> # TODO ...    an expected failure: XFAIL
+//! not ok <N> <phase>/<name> # XPASS: ...  an unexpected pass: XPASS
+//! 1..<N>                                  the plan: the run got to its end
 //! ```
 //!
-//! Kernel messages share the console, so a marker may be preceded by other
-//! text on its line; it is searched for anywhere in the line. Exit code 0 is
-//! a pass, 4 is a kselftest skip, anything else a failure.
+//! Kernel messages share the console, so a TAP line may be preceded by
+//! kernel text on its line; it is searched for anywhere in the line, but
+//! not after a `#`: the tests' own output, nested TAP included, is all
+//! behind `# `. A result line's description must be `<phase>/<name>`.
+//! The start line is needed only for what TAP does not give: a test that
+//! is running (the host-side timeout, a run that stops in the middle) and
+//! its host wall time. The `# exit=` diagnostic just before a result line
+//! gives the exit code; a failure's reason is the test's last line that
+//! looks like one (an assertion, `not ok`, `FAIL`, `error`).
 //!
-//! `xfail=1` on the end marker means the plan expects the test to fail in
-//! this phase (`run <name> xfail=<phases> ...`, e.g. a test that detects a
-//! stale mapping of stock KVM): a kselftest failure (rc=1) is then XFAIL,
-//! not counted as a failure but listed with its reason, and a pass is XPASS,
-//! which fails the run because the test no longer detects what it was
-//! written to detect. Any other failure (an assertion abort, a signal) is
-//! still a FAIL.
+//! The plan comes at the end (TAP 13 allows it there; KTAP prefers it
+//! first, but the number of tests is only known at the end). A run
+//! succeeded only if its plan line came and counts the result lines seen,
+//! the results are numbered 1, 2, ... in order, there was no `Bail out!`,
+//! no test failed and the kernel printed no oops or warning.
+//!
+//! A test the plan expects to fail in this phase (`run <name>
+//! xfail=<phases> ...`, e.g. a test that detects a stale mapping of stock
+//! KVM) gets `# TODO` if it failed with kselftest's exit code 1: XFAIL,
+//! not counted as a failure but listed with its reason. If it passed, it
+//! gets `# XPASS`, which fails the run because the test no longer detects
+//! what it was written to detect. Any other failure (an assertion abort, a
+//! signal) is still a plain `not ok`: FAIL.
+//!
+//! Private `@@` markers remain only where TAP has no equivalent:
+//! `@@BENCH` (and `scripts/bench-report.py`'s `@@RESULT`, `@@L1-STATS`)
+//! are data lines inside a test's output; `@@HEARTBEAT` comes from a
+//! background loop, at any time. For saved logs of the previous format,
+//! `@@TEST-START <phase> <name>` is still read as a start line and
+//! `@@TEST-END ... rc=<rc>` as the exit diagnostic (`/init` prints neither
+//! any more); the statuses come from the TAP lines those logs carry too,
+//! and their `@@NVMX-DONE` is ignored (the plan line is the end).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::json::Value;
+
 /// Exit code with which a kselftest reports that it skipped.
 pub const KSFT_SKIP: i32 = 4;
-
-/// Exit code of a kselftest whose checks ran and some failed (`ksft_finished`).
-/// Only this is an expected failure: an assertion abort (254), a signal or
-/// a timeout of an xfail test is still a FAIL.
-pub const KSFT_FAIL: i32 = 1;
 
 /// The outcome of one test in one phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +79,9 @@ pub enum Status {
 pub const XPASS_REASON: &str =
     "expected to fail in this phase; the test no longer detects stock's stale mapping";
 
+/// Why an INCOMPLETE test is one.
+pub const INCOMPLETE_REASON: &str = "no result line: the run stopped during this test";
+
 impl Status {
     pub fn label(&self) -> &'static str {
         match self {
@@ -63,6 +92,16 @@ impl Status {
             Status::Incomplete => "INCOMPLETE",
             Status::XFail(_) => "XFAIL",
             Status::XPass => "XPASS",
+        }
+    }
+
+    /// The reason text: what the test printed, or why the harness decided.
+    pub fn reason(&self) -> &str {
+        match self {
+            Status::Skip(w) | Status::Fail(w) | Status::Timeout(w) | Status::XFail(w) => w,
+            Status::Incomplete => INCOMPLETE_REASON,
+            Status::XPass => XPASS_REASON,
+            Status::Pass => "",
         }
     }
 
@@ -77,8 +116,14 @@ pub struct TestResult {
     pub phase: String,
     pub name: String,
     pub status: Status,
-    /// Host wall seconds between the start and end markers, when known.
+    /// Host wall seconds between the start and result lines, when known.
     pub wall: Option<f64>,
+    /// The exit code from the `# exit=` diagnostic.
+    pub rc: Option<i32>,
+    /// The guest's uptime at the end of the test, as printed.
+    pub uptime: Option<String>,
+    /// The module's live counters after the test, as printed.
+    pub live: Option<String>,
 }
 
 /// One `@@BENCH` line, attributed to the phase it ran in.
@@ -108,22 +153,169 @@ struct Running {
     error_tail: usize,
 }
 
+impl Running {
+    fn new(phase: &str, name: &str, started: Option<f64>) -> Self {
+        Running {
+            phase: phase.to_string(),
+            name: name.to_string(),
+            started,
+            last_skip: None,
+            last_error: None,
+            error_tail: 0,
+        }
+    }
+}
+
+/// The `# exit=` diagnostic before a result line.
+#[derive(Default)]
+struct Exit {
+    rc: Option<i32>,
+    uptime: Option<String>,
+    live: Option<String>,
+}
+
+/// One top-level TAP line (or start line) of the console.
+#[derive(Debug, PartialEq)]
+enum Line<'a> {
+    Start {
+        phase: &'a str,
+        name: &'a str,
+    },
+    Exit(&'a str),
+    Result {
+        ok: bool,
+        number: usize,
+        phase: &'a str,
+        name: &'a str,
+        /// The directive's keyword, upper case, without a final `:`.
+        directive: Option<String>,
+        /// What follows the `#` (the directive's keyword excepted).
+        text: &'a str,
+    },
+    Plan(usize),
+    Bail(&'a str),
+    /// A previous-format `@@TEST-END <phase> <name> rc=<rc> ...`.
+    OldEnd(&'a str),
+}
+
+/// Directives of a result line that `/init` prints or KTAP defines.
+const DIRECTIVES: &[&str] = &["SKIP", "TODO", "XFAIL", "XPASS", "TIMEOUT", "ERROR"];
+
+/// Whether the text before a TAP token leaves it at the top level: not in
+/// a `# ` diagnostic or a test's output, only after kernel text.
+fn top_level_before(before: &str) -> bool {
+    !before.trim_start().starts_with('#') && !before.trim_end().ends_with('#')
+}
+
+/// Find `token` at the top level of `line` and give what follows it to
+/// `parse`; the first occurrence that parses wins.
+fn find_top<'a, T>(
+    line: &'a str,
+    token: &str,
+    parse: impl Fn(&'a str, &'a str) -> Option<T>,
+) -> Option<T> {
+    line.match_indices(token).find_map(|(i, _)| {
+        let before = &line[..i];
+        top_level_before(before)
+            .then(|| parse(before, &line[i + token.len()..]))
+            .flatten()
+    })
+}
+
+fn parse_result<'a>(ok: bool, rest: &'a str) -> Option<Line<'a>> {
+    let (number, rest) = rest.split_once(' ')?;
+    let number = number.parse::<usize>().ok()?;
+    let (desc, diag) = match rest.split_once('#') {
+        Some((d, x)) => (d.trim(), Some(x.trim())),
+        None => (rest.trim(), None),
+    };
+    let (phase, name) = desc.split_once('/')?;
+    if phase.is_empty() || name.is_empty() || desc.contains(char::is_whitespace) {
+        return None;
+    }
+    let mut directive = None;
+    let mut text = diag.unwrap_or("");
+    if let Some(d) = diag {
+        let word = d.split_whitespace().next().unwrap_or("");
+        let key = word.trim_end_matches(':').to_ascii_uppercase();
+        if DIRECTIVES.contains(&key.as_str()) {
+            directive = Some(key);
+            text = d[word.len()..].trim();
+        }
+    }
+    Some(Line::Result {
+        ok,
+        number,
+        phase,
+        name,
+        directive,
+        text,
+    })
+}
+
+/// Classify one console line (host stamp removed).
+fn classify(line: &str) -> Option<Line<'_>> {
+    let line = line.trim_end();
+    if let Some(r) = find_top(line, "not ok ", |_, rest| parse_result(false, rest)) {
+        return Some(r);
+    }
+    if !line.contains("not ok ") {
+        if let Some(r) = find_top(line, "ok ", |_, rest| parse_result(true, rest)) {
+            return Some(r);
+        }
+    }
+    if let Some(s) = find_top(line, "# selftests: ", |_, rest| {
+        let (phase, name) = rest.split_once(": ")?;
+        let name = name.split_whitespace().next()?;
+        (!phase.is_empty() && !phase.contains(' ')).then_some(Line::Start { phase, name })
+    }) {
+        return Some(s);
+    }
+    if let Some(e) = find_top(line, "# exit=", |_, rest| Some(Line::Exit(rest.trim()))) {
+        return Some(e);
+    }
+    if let Some(p) = find_top(line, "1..", |before, rest| {
+        if before.ends_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return None;
+        }
+        let n = rest.split('#').next()?.trim();
+        n.parse::<usize>().ok().map(Line::Plan)
+    }) {
+        return Some(p);
+    }
+    if let Some(b) = find_top(line, "Bail out!", |_, rest| Some(Line::Bail(rest.trim()))) {
+        return Some(b);
+    }
+    // The start and end markers of saved logs of the previous console
+    // format; the end marker only for its exit code, uptime and counters.
+    if let Some(i) = line.find("@@TEST-END ") {
+        return Some(Line::OldEnd(&line[i..]));
+    }
+    let i = line.find("@@TEST-START ")?;
+    let mut words = line[i..].split_whitespace().skip(1);
+    let (phase, name) = (words.next()?, words.next()?);
+    Some(Line::Start { phase, name })
+}
+
 /// Incremental parser of the console; feed it lines as they arrive.
 #[derive(Default)]
 pub struct Log {
     pub results: Vec<TestResult>,
     pub benches: Vec<Bench>,
-    pub done: bool,
+    /// The count of the TAP plan line, once it came: the run got to its end.
+    pub plan: Option<usize>,
+    /// TAP result lines seen.
+    pub result_lines: usize,
     /// Lines that look like kernel oopses or warnings.
     pub splats: Vec<String>,
     /// Warnings known to come from the emulator, not from the code under
     /// test; listed in the summary but not counted as failures.
     pub benign: Vec<String>,
+    /// What is wrong with the TAP stream itself as it came: a bail out,
+    /// result lines out of sequence, a second plan. See [`Log::problems`].
+    pub tap_errors: Vec<String>,
     current: Option<Running>,
-}
-
-fn marker(line: &str) -> Option<&str> {
-    line.find("@@").map(|i| &line[i..])
+    exit: Option<Exit>,
 }
 
 fn kv<'a>(fields: &'a str, key: &str) -> Option<&'a str> {
@@ -158,6 +350,7 @@ impl Log {
     }
 
     /// Parse a whole saved log; `[   12.3] ` host timestamps are honoured.
+    /// A test still running at its end stays running: see [`Log::close`].
     pub fn parse(text: &str) -> Self {
         let mut log = Log::new();
         for line in text.lines() {
@@ -174,6 +367,11 @@ impl Log {
             .map(|r| (r.phase.as_str(), r.name.as_str(), r.started))
     }
 
+    /// Whether the plan line came: `/init` got to the end of the plan.
+    pub fn finished(&self) -> bool {
+        self.plan.is_some()
+    }
+
     /// Feed one console line that arrived at host time `t` (seconds).
     pub fn feed(&mut self, line: &str, t: Option<f64>) {
         if SPLAT_PATTERNS.iter().any(|p| line.contains(p)) {
@@ -184,99 +382,147 @@ impl Log {
                 self.splats.push(text);
             }
         }
-        let Some(m) = marker(line) else {
-            self.note_output(line);
+        if let Some(i) = line.find("@@BENCH ") {
+            self.bench(&line[i..]);
             return;
-        };
-        let mut words = m.split_whitespace();
-        match words.next() {
-            Some("@@TEST-START") => {
-                let phase = words.next().unwrap_or("?").to_string();
-                let name = words.next().unwrap_or("?").to_string();
+        }
+        match classify(line) {
+            Some(Line::Start { phase, name }) => {
                 self.finish_incomplete();
-                self.current = Some(Running {
-                    phase,
-                    name,
-                    started: t,
-                    last_skip: None,
-                    last_error: None,
-                    error_tail: 0,
+                self.exit = None;
+                self.current = Some(Running::new(phase, name, t));
+            }
+            Some(Line::Exit(fields)) => {
+                // `fields` follows "exit=": the code, then key=value words.
+                self.exit = Some(Exit {
+                    rc: fields
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse().ok()),
+                    uptime: kv(fields, "uptime").map(str::to_string),
+                    live: kv(fields, "live").map(str::to_string),
                 });
             }
-            Some("@@TEST-END") => {
-                let phase = words.next().unwrap_or("?").to_string();
-                let name = words.next().unwrap_or("?").to_string();
-                let rc = kv(m, "rc").and_then(|v| v.parse::<i32>().ok());
-                let xfail = kv(m, "xfail") == Some("1");
-                let run = match self.current.take() {
-                    Some(r) if r.phase == phase && r.name == name => r,
-                    other => {
-                        // An END without its START: keep what we had and
-                        // record this one on its own.
-                        self.current = other;
-                        self.finish_incomplete();
-                        Running {
-                            phase,
-                            name,
-                            started: None,
-                            last_skip: None,
-                            last_error: None,
-                            error_tail: 0,
-                        }
-                    }
-                };
-                let status = match rc {
-                    Some(0) if xfail => Status::XPass,
-                    Some(0) => Status::Pass,
-                    Some(KSFT_SKIP) => Status::Skip(run.last_skip.unwrap_or_default()),
-                    Some(rc) => {
-                        let why = match run.last_error {
-                            Some(e) => format!("rc={rc}: {e}"),
-                            None => format!("rc={rc}"),
-                        };
-                        if xfail && rc == KSFT_FAIL {
-                            Status::XFail(why)
-                        } else {
-                            Status::Fail(why)
-                        }
-                    }
-                    None => Status::Fail("unreadable end marker".into()),
-                };
-                let wall = match (run.started, t) {
-                    (Some(a), Some(b)) => Some(b - a),
-                    _ => None,
-                };
-                self.results.push(TestResult {
-                    phase: run.phase,
-                    name: run.name,
-                    status,
-                    wall,
+            Some(Line::OldEnd(fields)) => {
+                self.exit = Some(Exit {
+                    rc: kv(fields, "rc").and_then(|v| v.parse().ok()),
+                    uptime: kv(fields, "uptime").map(str::to_string),
+                    live: kv(fields, "live").map(str::to_string),
                 });
             }
-            Some("@@BENCH") => {
-                let phase = self
-                    .current
-                    .as_ref()
-                    .map_or("?".to_string(), |r| r.phase.clone());
-                let num = |k| kv(m, k).and_then(|v| v.parse::<u64>().ok());
-                if let (Some(iters), Some(ticks)) = (num("iters"), num("ticks")) {
-                    if iters > 0 {
-                        self.benches.push(Bench {
-                            phase,
-                            test: kv(m, "test").unwrap_or("?").to_string(),
-                            mode: kv(m, "mode").unwrap_or("?").to_string(),
-                            iters,
-                            ticks,
-                        });
-                    }
+            Some(Line::Result {
+                ok,
+                number,
+                phase,
+                name,
+                directive,
+                text,
+            }) => self.result(ok, number, phase, name, directive.as_deref(), text, t),
+            Some(Line::Plan(n)) => {
+                if self.plan.is_some() {
+                    self.tap_errors.push(format!("a second plan line 1..{n}"));
+                } else {
+                    self.finish_incomplete();
+                    self.plan = Some(n);
                 }
             }
-            Some("@@NVMX-DONE") => {
+            Some(Line::Bail(why)) => {
                 self.finish_incomplete();
-                self.done = true;
+                self.tap_errors.push(format!("Bail out! {why}"));
             }
-            _ => self.note_output(line),
+            None => self.note_output(line),
         }
+    }
+
+    fn bench(&mut self, m: &str) {
+        let phase = self
+            .current
+            .as_ref()
+            .map_or("?".to_string(), |r| r.phase.clone());
+        let num = |k| kv(m, k).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(iters), Some(ticks)) = (num("iters"), num("ticks")) {
+            if iters > 0 {
+                self.benches.push(Bench {
+                    phase,
+                    test: kv(m, "test").unwrap_or("?").to_string(),
+                    mode: kv(m, "mode").unwrap_or("?").to_string(),
+                    iters,
+                    ticks,
+                });
+            }
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one TAP result line"
+    )]
+    fn result(
+        &mut self,
+        ok: bool,
+        number: usize,
+        phase: &str,
+        name: &str,
+        directive: Option<&str>,
+        text: &str,
+        t: Option<f64>,
+    ) {
+        self.result_lines += 1;
+        if number != self.result_lines {
+            self.tap_errors.push(format!(
+                "result line {number} ({phase}/{name}) out of sequence: expected {}",
+                self.result_lines
+            ));
+        }
+        let run = match self.current.take() {
+            Some(r) if r.phase == phase && r.name == name => r,
+            other => {
+                // A result without its start line: keep what we had and
+                // record this one on its own.
+                self.current = other;
+                self.finish_incomplete();
+                Running::new(phase, name, None)
+            }
+        };
+        let exit = self.exit.take().unwrap_or_default();
+        let failure = |base: String| match run.last_error.clone() {
+            Some(e) if base.is_empty() => e,
+            Some(e) => format!("{base}: {e}"),
+            None => base,
+        };
+        let exit_text = exit.rc.map_or(String::new(), |rc| format!("exit={rc}"));
+        let status = match (ok, directive) {
+            (_, Some("SKIP")) => Status::Skip(if text.is_empty() {
+                run.last_skip.clone().unwrap_or_default()
+            } else {
+                text.to_string()
+            }),
+            (false, Some("TODO" | "XFAIL")) => Status::XFail(failure(exit_text)),
+            (_, Some("XPASS")) | (true, Some("TODO" | "XFAIL")) => Status::XPass,
+            (_, Some("TIMEOUT")) => Status::Timeout(failure(format!("TIMEOUT {text}"))),
+            (true, _) => Status::Pass,
+            (false, _) if text.is_empty() => Status::Fail(failure(exit_text)),
+            (false, Some(d)) => Status::Fail(failure(format!("{d} {text}"))),
+            (false, None) => Status::Fail(failure(text.to_string())),
+        };
+        let wall = match (run.started, t) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        // A skip without the diagnostic (a saved log's, or an old /init's)
+        // still exited with kselftest's skip code.
+        let rc = exit
+            .rc
+            .or(matches!(status, Status::Skip(_)).then_some(KSFT_SKIP));
+        self.results.push(TestResult {
+            phase: run.phase,
+            name: run.name,
+            status,
+            wall,
+            rc,
+            uptime: exit.uptime,
+            live: exit.live,
+        });
     }
 
     fn note_output(&mut self, line: &str) {
@@ -312,14 +558,21 @@ impl Log {
         }
     }
 
+    fn push_unfinished(&mut self, run: Running, status: Status) {
+        self.results.push(TestResult {
+            phase: run.phase,
+            name: run.name,
+            status,
+            wall: None,
+            rc: None,
+            uptime: None,
+            live: None,
+        });
+    }
+
     fn finish_incomplete(&mut self) {
         if let Some(run) = self.current.take() {
-            self.results.push(TestResult {
-                phase: run.phase,
-                name: run.name,
-                status: Status::Incomplete,
-                wall: None,
-            });
+            self.push_unfinished(run, Status::Incomplete);
         }
     }
 
@@ -331,13 +584,24 @@ impl Log {
                 Some(w) => Status::Timeout(w.to_string()),
                 None => Status::Incomplete,
             };
-            self.results.push(TestResult {
-                phase: run.phase,
-                name: run.name,
-                status,
-                wall: None,
-            });
+            self.push_unfinished(run, status);
         }
+    }
+
+    /// What is wrong with the TAP stream as a whole: no plan line (the run
+    /// did not get to its end), a plan that does not count the result
+    /// lines, and the [`Log::tap_errors`].
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = self.tap_errors.clone();
+        match self.plan {
+            None => out.push("the test plan did not run to its end (no TAP plan line)".into()),
+            Some(n) if n != self.result_lines => out.push(format!(
+                "the TAP plan says 1..{n} but {} result lines came",
+                self.result_lines
+            )),
+            Some(_) => {}
+        }
+        out
     }
 
     /// (passed, failed, skipped); XFAIL is in none of them, see `xfails`.
@@ -362,10 +626,79 @@ impl Log {
             .count()
     }
 
-    /// Whether the whole run succeeded: the plan finished, nothing failed,
-    /// and the kernel printed no oops or warning.
+    /// Whether the whole run succeeded: the plan finished and counts the
+    /// results, nothing failed, and the kernel printed no oops or warning.
     pub fn success(&self) -> bool {
-        self.done && self.splats.is_empty() && self.results.iter().all(|r| !r.status.is_failure())
+        self.problems().is_empty()
+            && self.splats.is_empty()
+            && self.results.iter().all(|r| !r.status.is_failure())
+    }
+
+    /// The machine-readable result (`results.json`). `stopped` is why the
+    /// harness stopped the emulator, `exit` how the emulator exited; a run
+    /// the harness stopped never succeeded.
+    pub fn json(&self, stopped: Option<&str>, exit: Option<String>) -> Value {
+        let (passed, failed, skipped) = self.counts();
+        let strs = |v: &[String]| Value::Arr(v.iter().map(Value::str).collect());
+        let secs =
+            |s: Option<f64>| s.map_or(Value::Null, |s| Value::Num((s * 10.0).round() / 10.0));
+        let tests = self
+            .results
+            .iter()
+            .map(|r| {
+                Value::obj([
+                    ("phase", Value::str(&r.phase)),
+                    ("name", Value::str(&r.name)),
+                    ("status", Value::str(r.status.label())),
+                    ("reason", Value::str(r.status.reason())),
+                    ("seconds", secs(r.wall)),
+                    ("rc", r.rc.map_or(Value::Null, |rc| Value::Int(rc.into()))),
+                    ("uptime", Value::opt_str(r.uptime.clone())),
+                    ("live", Value::opt_str(r.live.clone())),
+                ])
+            })
+            .collect();
+        let bench = self
+            .benches
+            .iter()
+            .map(|b| {
+                Value::obj([
+                    ("phase", Value::str(&b.phase)),
+                    ("test", Value::str(&b.test)),
+                    ("mode", Value::str(&b.mode)),
+                    ("iters", Value::Num(b.iters as f64)),
+                    ("ticks", Value::Num(b.ticks as f64)),
+                    ("per_round_trip", Value::Num(b.per_round_trip())),
+                ])
+            })
+            .collect();
+        Value::obj([
+            ("format", Value::str("nvmx-harness results 1")),
+            ("success", Value::Bool(stopped.is_none() && self.success())),
+            ("finished", Value::Bool(self.finished())),
+            (
+                "plan",
+                self.plan.map_or(Value::Null, |n| Value::Num(n as f64)),
+            ),
+            ("result_lines", Value::Num(self.result_lines as f64)),
+            (
+                "counts",
+                Value::obj([
+                    ("passed", Value::Num(passed as f64)),
+                    ("failed", Value::Num(failed as f64)),
+                    ("skipped", Value::Num(skipped as f64)),
+                    ("xfail", Value::Num(self.xfails() as f64)),
+                    ("total", Value::Num(self.results.len() as f64)),
+                ]),
+            ),
+            ("stopped", Value::opt_str(stopped)),
+            ("emulator_exit", Value::opt_str(exit)),
+            ("problems", strs(&self.problems())),
+            ("kernel_warnings", strs(&self.splats)),
+            ("benign_warnings", strs(&self.benign)),
+            ("tests", Value::Arr(tests)),
+            ("bench", Value::Arr(bench)),
+        ])
     }
 
     /// Human-readable summary: a test x phase table, then details.
@@ -399,14 +732,10 @@ impl Log {
         }
         let mut details = String::new();
         for r in &self.results {
-            let why = match &r.status {
-                Status::Skip(w) | Status::Fail(w) | Status::Timeout(w) | Status::XFail(w) => {
-                    w.as_str()
-                }
-                Status::Incomplete => "no end marker: the run stopped during this test",
-                Status::XPass => XPASS_REASON,
-                Status::Pass => continue,
-            };
+            if r.status == Status::Pass {
+                continue;
+            }
+            let why = r.status.reason();
             let _ = writeln!(
                 details,
                 "  {} {}/{}: {}",
@@ -440,8 +769,12 @@ impl Log {
                 let _ = writeln!(out, "  {s}");
             }
         }
-        if !self.done {
-            out.push_str("the test plan did not run to its end (no @@NVMX-DONE)\n");
+        let problems = self.problems();
+        if !problems.is_empty() {
+            out.push_str("problems with the run's TAP output:\n");
+            for p in &problems {
+                let _ = writeln!(out, "  {p}");
+            }
         }
         out.push_str(&self.bench_table());
         let x = self.xfails();
@@ -534,35 +867,50 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "\
-[   1.0] @@TEST-START stock vmx_msrs_test
-[   1.1] TAP version 13
-[   1.2] ok 1 vmx_msrs_test
-[   2.0] @@TEST-END stock vmx_msrs_test rc=0
-[   2.1] @@TEST-START stock vmx_pmu_caps_test
-[   2.2] 1..0 # SKIP - Requirement not met: kvm_is_pmu_enabled()
-[   2.3] @@TEST-END stock vmx_pmu_caps_test rc=4
-[   3.0] @@TEST-START module vmx_msrs_test
-[   3.1] ==== Test Assertion Failure ====
-[   3.5] @@TEST-END module vmx_msrs_test rc=254
-[   4.0] @@TEST-START stock nvmx_l2_loop
-[   4.5] @@BENCH test=nvmx_l2_loop mode=managed iters=100 ticks=2110000 per_rt=21100
-[   4.6] @@TEST-END stock nvmx_l2_loop rc=0
-[   5.0] @@TEST-START module nvmx_l2_loop
-[   5.5] @@BENCH test=nvmx_l2_loop mode=managed iters=100 ticks=1800000 per_rt=18000
-[   5.6] @@TEST-END module nvmx_l2_loop rc=0
-[   6.0] @@NVMX-DONE
+[   0.9] TAP version 13
+[   1.0] # selftests: stock: vmx_msrs_test
+[   1.1] # TAP version 13
+[   1.2] # ok 1 vmx_msrs_test
+[   2.0] # exit=0 uptime=1.15
+[   2.0] ok 1 stock/vmx_msrs_test
+[   2.1] # selftests: stock: vmx_pmu_caps_test
+[   2.2] # 1..0 # SKIP - Requirement not met: kvm_is_pmu_enabled()
+[   2.3] # exit=4 uptime=1.2
+[   2.3] ok 2 stock/vmx_pmu_caps_test # SKIP
+[   3.0] # selftests: module: vmx_msrs_test
+[   3.1] # ==== Test Assertion Failure ====
+[   3.5] # exit=254 uptime=1.4 live=mappings,0,refs,0,vms,1
+[   3.5] not ok 3 module/vmx_msrs_test # exit=254
+[   4.0] # selftests: stock: nvmx_l2_loop
+[   4.5] # @@BENCH test=nvmx_l2_loop mode=managed iters=100 ticks=2110000 per_rt=21100
+[   4.6] # exit=0 uptime=1.6
+[   4.6] ok 4 stock/nvmx_l2_loop
+[   5.0] # selftests: module: nvmx_l2_loop
+[   5.5] # @@BENCH test=nvmx_l2_loop mode=managed iters=100 ticks=1800000 per_rt=18000
+[   5.6] # exit=0 uptime=1.8
+[   5.6] ok 5 module/nvmx_l2_loop
+[   6.0] # uptime=1.9
+[   6.0] 1..5
 ";
+
+    /// One test of `/init`: start, output, exit diagnostic, result line.
+    fn test(n: usize, id: &str, output: &str, rc: i32, result: &str) -> String {
+        let (phase, name) = id.split_once('/').unwrap();
+        format!("# selftests: {phase}: {name}\n{output}# exit={rc} uptime=1.0\n{result} {n} {id}\n")
+    }
+
+    fn labels(log: &Log) -> Vec<(&str, &str, &str)> {
+        log.results
+            .iter()
+            .map(|r| (r.phase.as_str(), r.name.as_str(), r.status.label()))
+            .collect()
+    }
 
     #[test]
     fn classifies_pass_skip_fail() {
         let log = Log::parse(SAMPLE);
-        let st: Vec<_> = log
-            .results
-            .iter()
-            .map(|r| (r.phase.as_str(), r.name.as_str(), r.status.label()))
-            .collect();
         assert_eq!(
-            st,
+            labels(&log),
             vec![
                 ("stock", "vmx_msrs_test", "PASS"),
                 ("stock", "vmx_pmu_caps_test", "SKIP"),
@@ -572,8 +920,15 @@ mod tests {
             ]
         );
         assert_eq!(log.counts(), (3, 1, 1));
-        assert!(log.done);
+        assert!(log.finished());
+        assert_eq!(log.problems(), Vec::<String>::new());
         assert!(!log.success(), "a failed test must fail the run");
+        assert_eq!(log.results[2].rc, Some(254));
+        assert_eq!(
+            log.results[2].live.as_deref(),
+            Some("mappings,0,refs,0,vms,1")
+        );
+        assert_eq!(log.results[2].uptime.as_deref(), Some("1.4"));
     }
 
     #[test]
@@ -584,37 +939,63 @@ mod tests {
             Status::Skip("1..0 # SKIP - Requirement not met: kvm_is_pmu_enabled()".into())
         );
         match &log.results[2].status {
-            Status::Fail(why) => assert!(why.starts_with("rc=254: ==== Test Assertion")),
+            Status::Fail(why) => assert!(why.starts_with("exit=254: ==== Test Assertion"), "{why}"),
             other => panic!("expected a failure, got {other:?}"),
         }
-        let asserted = Log::parse(
-            "@@TEST-START stock t\n# ==== Test Assertion Failure ====\n#   lib/kvm_util.c:1016: ret == 0\n\
-             #   errno=38\n# x\n#   madvise failed\n# later noise\n@@TEST-END stock t rc=254\n",
-        );
+        let out = "# ==== Test Assertion Failure ====\n#   lib/kvm_util.c:1016: ret == 0\n\
+                   #   errno=38\n# x\n#   madvise failed\n# later noise\n";
+        let asserted = Log::parse(&test(1, "stock/t", out, 254, "not ok"));
         match &asserted.results[0].status {
             Status::Fail(why) => assert_eq!(
                 why,
-                "rc=254: ==== Test Assertion Failure ==== | lib/kvm_util.c:1016: ret == 0 | errno=38 | x | madvise failed"
+                "exit=254: ==== Test Assertion Failure ==== | lib/kvm_util.c:1016: ret == 0 | errno=38 | x | madvise failed"
             ),
             other => panic!("expected a failure, got {other:?}"),
         }
         let wall = log.results[0].wall.expect("timestamps were present");
         assert!((wall - 1.0).abs() < 1e-9);
+        // The reason on the result line itself wins over the output.
+        let log = Log::parse(
+            "# selftests: stock: s\n# SKIP from output\nok 1 stock/s # SKIP (not run in this test bed): no VMX\n1..1\n",
+        );
+        assert_eq!(
+            log.results[0].status,
+            Status::Skip("(not run in this test bed): no VMX".into())
+        );
+        assert_eq!(log.results[0].rc, Some(KSFT_SKIP));
     }
 
     #[test]
-    fn markers_survive_interleaved_kernel_text() {
-        let text = "[    5.123456] kvm: something@@TEST-START stock a\n\
-                    @@TEST-END stock a rc=0\n@@NVMX-DONE\n";
+    fn result_lines_survive_kernel_text_before_them() {
+        let text = "[    5.123456] kvm: something# selftests: stock: a\n\
+                    # exit=0 uptime=1\n\
+                    [    5.2] nvmx_gpc: loadedok 1 stock/a\n\
+                    [    5.3] random: crng initnot ok 2 stock/b # exit=1\n\
+                    [    5.4] kernel says 1..2\n";
         let log = Log::parse(text);
-        assert_eq!(log.results.len(), 1);
-        assert_eq!(log.results[0].status, Status::Pass);
+        assert_eq!(
+            labels(&log),
+            vec![("stock", "a", "PASS"), ("stock", "b", "FAIL")]
+        );
+        assert_eq!(log.results[0].rc, Some(0));
+        assert_eq!(log.plan, Some(2));
+        assert!(log.problems().is_empty(), "{:?}", log.problems());
+    }
+
+    #[test]
+    fn nested_tap_in_test_output_is_not_top_level() {
+        let out = "# TAP version 13\n# 1..2\n# ok 1 x/y\n# not ok 2 x/z\n# # selftests: a: b\n\
+                   # all ok 3 p/q\n# # exit=9\n";
+        let log = Log::parse(&format!("{}1..1\n", test(1, "stock/a", out, 0, "ok")));
+        assert_eq!(labels(&log), vec![("stock", "a", "PASS")]);
+        assert_eq!(log.results[0].rc, Some(0));
+        assert_eq!((log.result_lines, log.plan), (1, Some(1)));
         assert!(log.success());
     }
 
     #[test]
-    fn missing_end_is_incomplete_and_fails() {
-        let log = Log::parse("@@TEST-START stock hang\nspinning\n");
+    fn missing_result_is_incomplete_or_timeout_and_fails() {
+        let log = Log::parse("TAP version 13\n# selftests: stock: hang\n# spinning\n");
         assert!(log.results.is_empty());
         assert_eq!(log.running().map(|r| r.1), Some("hang"));
         let mut log = log;
@@ -625,24 +1006,78 @@ mod tests {
         );
         assert!(!log.success());
         assert!(log.summary().contains("0 passed, 1 failed, 0 skipped"));
+        let mut log = Log::parse("# selftests: stock: hang\n");
+        log.close(None);
+        assert_eq!(log.results[0].status, Status::Incomplete);
     }
 
     #[test]
     fn next_start_closes_an_unfinished_test() {
-        let log = Log::parse(
-            "@@TEST-START stock a\n@@TEST-START stock b\n@@TEST-END stock b rc=0\n@@NVMX-DONE\n",
-        );
+        let log = Log::parse(&format!(
+            "# selftests: stock: a\n{}1..1\n",
+            test(1, "stock/b", "", 0, "ok")
+        ));
         assert_eq!(log.results[0].status, Status::Incomplete);
         assert_eq!(log.results[1].status, Status::Pass);
         assert!(!log.success());
     }
 
     #[test]
-    fn kernel_warning_fails_an_otherwise_clean_run() {
-        let log = Log::parse(
-            "@@TEST-START stock a\n[ 9.1] WARNING: CPU: 0 PID: 7 at arch/x86/kvm/x86.c:1\n\
-             @@TEST-END stock a rc=0\n@@NVMX-DONE\n",
+    fn missing_plan_fails_the_run() {
+        let log = Log::parse(&test(1, "stock/a", "", 0, "ok"));
+        assert_eq!(log.counts(), (1, 0, 0));
+        assert!(!log.finished());
+        assert!(!log.success());
+        assert_eq!(
+            log.problems(),
+            ["the test plan did not run to its end (no TAP plan line)"]
         );
+        assert!(log
+            .summary()
+            .contains("problems with the run's TAP output:\n  the test plan did not run"));
+    }
+
+    #[test]
+    fn plan_count_mismatch_fails_the_run() {
+        let two = format!(
+            "{}{}",
+            test(1, "stock/a", "", 0, "ok"),
+            test(2, "stock/b", "", 0, "ok")
+        );
+        let log = Log::parse(&format!("{two}1..3\n"));
+        assert_eq!(log.counts(), (2, 0, 0));
+        assert!(!log.success());
+        assert_eq!(
+            log.problems(),
+            ["the TAP plan says 1..3 but 2 result lines came"]
+        );
+        assert!(Log::parse(&format!("{two}1..2\n")).success());
+        // Numbering must run 1, 2, ...; a second plan is an error too.
+        let log = Log::parse(&format!(
+            "{}{}1..2\n1..2\n",
+            test(1, "stock/a", "", 0, "ok"),
+            test(3, "stock/b", "", 0, "ok")
+        ));
+        assert_eq!(
+            log.problems(),
+            [
+                "result line 3 (stock/b) out of sequence: expected 2",
+                "a second plan line 1..2"
+            ]
+        );
+    }
+
+    #[test]
+    fn bail_out_fails_the_run() {
+        let log = Log::parse("TAP version 13\nBail out! no test plan /plans/x.plan\n");
+        assert!(!log.success());
+        assert_eq!(log.problems()[0], "Bail out! no test plan /plans/x.plan");
+    }
+
+    #[test]
+    fn kernel_warning_fails_an_otherwise_clean_run() {
+        let out = "[ 9.1] WARNING: CPU: 0 PID: 7 at arch/x86/kvm/x86.c:1\n";
+        let log = Log::parse(&format!("{}1..1\n", test(1, "stock/a", out, 0, "ok")));
         assert_eq!(log.counts(), (1, 0, 0));
         assert!(!log.success());
         assert!(log.summary().contains("kernel warnings or oopses"));
@@ -650,24 +1085,18 @@ mod tests {
 
     #[test]
     fn bochs_cpuid_boot_warnings_are_listed_not_counted() {
-        let log = Log::parse(
+        let log = Log::parse(&format!(
             "[ 0.02] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/fpu/xstate.c:254 fpu__init+0x1\n\
              [ 0.03] WARNING: CPU: 0 PID: 0 at arch/x86/kernel/cpu/topology_common.c:57 x\n\
-             @@TEST-START stock a\n@@TEST-END stock a rc=0\n@@NVMX-DONE\n",
-        );
+             {}1..1\n",
+            test(1, "stock/a", "", 0, "ok")
+        ));
         assert_eq!(log.benign.len(), 2);
         assert!(log.splats.is_empty());
         assert!(log.success());
         // The same kind of WARN from KVM is not excused.
-        let log = Log::parse(
-            "[ 9.1] WARNING: CPU: 0 PID: 7 at arch/x86/kvm/vmx/nested.c:5 x\n@@NVMX-DONE\n",
-        );
-        assert!(!log.success());
-    }
-
-    #[test]
-    fn run_without_done_marker_fails() {
-        let log = Log::parse("@@TEST-START stock a\n@@TEST-END stock a rc=0\n");
+        let log =
+            Log::parse("[ 9.1] WARNING: CPU: 0 PID: 7 at arch/x86/kvm/vmx/nested.c:5 x\n1..0\n");
         assert!(!log.success());
     }
 
@@ -706,16 +1135,21 @@ mod tests {
 
     #[test]
     fn expected_failure_is_xfail_with_its_reason() {
-        let log = Log::parse(
-            "@@TEST-START stock race\n# not ok 3 dontneed: stale virtual-APIC page: L2 read TPR 0x30, host wrote 0x90\n\
-             # # Totals: pass:1 fail:2 xfail:0 xpass:0 skip:1 error:0\n\
-             @@TEST-END stock race rc=1 xfail=1 uptime=3.0\n@@TEST-START stock other\n\
-             @@TEST-END stock other rc=0\n@@NVMX-DONE\n",
-        );
+        let out =
+            "# not ok 3 dontneed: stale virtual-APIC page: L2 read TPR 0x30, host wrote 0x90\n\
+                   # # Totals: pass:1 fail:2 xfail:0 xpass:0 skip:1 error:0\n";
+        let log = Log::parse(&format!(
+            "{}{}1..2\n",
+            test(1, "stock/race", out, 1, "not ok").replace(
+                "stock/race\n",
+                "stock/race # TODO expected failure (exit=1)\n"
+            ),
+            test(2, "stock/other", "", 0, "ok")
+        ));
         assert_eq!(
             log.results[0].status,
             Status::XFail(
-                "rc=1: not ok 3 dontneed: stale virtual-APIC page: L2 read TPR 0x30, host wrote 0x90"
+                "exit=1: not ok 3 dontneed: stale virtual-APIC page: L2 read TPR 0x30, host wrote 0x90"
                     .into()
             )
         );
@@ -729,28 +1163,33 @@ mod tests {
             row.split_whitespace().collect::<Vec<_>>(),
             ["race", "XFAIL"]
         );
-        assert!(s.contains("  XFAIL stock/race: rc=1: not ok 3 dontneed: stale virtual-APIC page"));
+        assert!(
+            s.contains("  XFAIL stock/race: exit=1: not ok 3 dontneed: stale virtual-APIC page")
+        );
         assert!(s.contains("\n1 failed as expected (XFAIL), not counted as failures\n"));
         assert_eq!(s.lines().last(), Some("1 passed, 0 failed, 0 skipped"));
-        // A skip stays a skip, an assertion abort is not the expected
-        // failure, and xfail=0 or no xfail is an ordinary failure.
+        // What /init prints for an xfail test that skipped, aborted on an
+        // assertion (only exit 1 is the expected failure) or failed in a
+        // phase without xfail.
         let log = Log::parse(
-            "@@TEST-START stock a\n@@TEST-END stock a rc=4 xfail=1\n\
-             @@TEST-START stock b\n@@TEST-END stock b rc=1 xfail=0\n\
-             @@TEST-START stock c\n# ==== Test Assertion Failure ====\n@@TEST-END stock c rc=254 xfail=1\n\
-             @@NVMX-DONE\n",
+            "ok 1 stock/a # SKIP\nnot ok 2 stock/b # exit=1\nnot ok 3 stock/c # exit=254\n1..3\n",
         );
-        assert_eq!(log.results[0].status.label(), "SKIP");
-        assert_eq!(log.results[1].status.label(), "FAIL");
-        assert_eq!(log.results[2].status.label(), "FAIL");
+        assert_eq!(
+            labels(&log).iter().map(|l| l.2).collect::<Vec<_>>(),
+            ["SKIP", "FAIL", "FAIL"]
+        );
         assert!(!log.success());
     }
 
     #[test]
     fn unexpected_pass_is_xpass_and_fails_the_run() {
-        let log = Log::parse(
-            "@@TEST-START module race\n# ok 1 race\n@@TEST-END module race rc=0 xfail=1\n@@NVMX-DONE\n",
-        );
+        let log = Log::parse(&format!(
+            "{}1..1\n",
+            test(1, "module/race", "# ok 1 race\n", 0, "not ok").replace(
+                "module/race\n",
+                "module/race # XPASS: expected to fail in this phase\n"
+            )
+        ));
         assert_eq!(log.results[0].status, Status::XPass);
         assert!(log.results[0].status.is_failure());
         assert_eq!(log.counts(), (0, 1, 0));
@@ -760,6 +1199,89 @@ mod tests {
             "  XPASS module/race: expected to fail in this phase; the test no longer detects stock's stale mapping"
         ));
         assert!(s.contains("0 passed, 1 failed, 0 skipped\n"));
+        // A TAP "ok ... # TODO" is an unexpected pass as well.
+        assert_eq!(
+            Log::parse("ok 1 s/t # TODO\n").results[0].status,
+            Status::XPass
+        );
+    }
+
+    #[test]
+    fn previous_console_format_is_still_read() {
+        let log = Log::parse(
+            "[ 1.0] @@NVMX-BEGIN plan=test\n[ 1.0] TAP version 13\n[ 1.0] @@TEST-START stock a\n\
+             [ 2.0] @@TEST-END stock a rc=0 uptime=0.88\n[ 2.0] ok 1 stock/a\n\
+             [ 2.0] @@TEST-START stock b\n[ 2.0] # SKIP no PMU\n[ 2.5] @@TEST-END stock b rc=4\n\
+             [ 2.5] ok 2 stock/b # SKIP\n[ 3.0] @@TEST-START stock c\n\
+             [ 3.5] @@TEST-END stock c rc=1 xfail=1\n[ 3.5] not ok 3 stock/c # TODO expected failure (rc=1)\n\
+             [ 4.0] 1..3\n[ 4.0] @@NVMX-DONE uptime=1\n",
+        );
+        assert_eq!(
+            labels(&log),
+            vec![
+                ("stock", "a", "PASS"),
+                ("stock", "b", "SKIP"),
+                ("stock", "c", "XFAIL")
+            ]
+        );
+        assert_eq!(log.results[1].status.reason(), "SKIP no PMU");
+        assert_eq!(log.results[0].wall, Some(1.0));
+        assert_eq!(log.results[0].uptime.as_deref(), Some("0.88"));
+        assert_eq!(
+            log.results.iter().map(|r| r.rc).collect::<Vec<_>>(),
+            [Some(0), Some(4), Some(1)]
+        );
+        assert!(log.success());
+    }
+
+    #[test]
+    fn json_has_the_run_and_every_test() {
+        let mut log = Log::parse(SAMPLE);
+        log.feed("# selftests: cache: \"quoted\"", Some(7.0));
+        log.close(Some("test ran longer than 2 s"));
+        let text = log
+            .json(
+                Some("test ran longer than 2 s"),
+                Some("exit status: 1".into()),
+            )
+            .to_text();
+        let want_start = "{\n  \"format\": \"nvmx-harness results 1\",\n  \"success\": false,\n  \
+                          \"finished\": true,\n  \"plan\": 5,\n  \"result_lines\": 5,\n  \"counts\": {\n    \
+                          \"passed\": 3,\n    \"failed\": 2,\n    \"skipped\": 1,\n    \"xfail\": 0,\n    \
+                          \"total\": 6\n  },\n  \"stopped\": \"test ran longer than 2 s\",\n  \
+                          \"emulator_exit\": \"exit status: 1\",\n  \"problems\": [],\n";
+        assert!(text.starts_with(want_start), "{text}");
+        assert!(text.contains(
+            "\n    {\"phase\": \"module\", \"name\": \"vmx_msrs_test\", \"status\": \"FAIL\", \
+             \"reason\": \"exit=254: ==== Test Assertion Failure ====\", \"seconds\": 0.5, \"rc\": 254, \
+             \"uptime\": \"1.4\", \"live\": \"mappings,0,refs,0,vms,1\"},\n"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "{\"phase\": \"cache\", \"name\": \"\\\"quoted\\\"\", \"status\": \"TIMEOUT\", \
+             \"reason\": \"test ran longer than 2 s\", \"seconds\": null, \"rc\": null, \
+             \"uptime\": null, \"live\": null}\n  ],\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "{\"phase\": \"stock\", \"test\": \"nvmx_l2_loop\", \"mode\": \"managed\", \
+             \"iters\": 100, \"ticks\": 2110000, \"per_round_trip\": 21100}"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n  ]\n}\n"));
+        // The success field is the run's: stopped by the harness, never.
+        let clean = Log::parse(&format!("{}1..1\n", test(1, "stock/a", "", 0, "ok")));
+        assert!(clean
+            .json(None, None)
+            .to_text()
+            .contains("\"success\": true,"));
+        assert!(clean
+            .json(Some("x"), None)
+            .to_text()
+            .contains("\"success\": false,"));
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! ```text
 //! nvmx-harness run --serial FILE --results DIR [--total S] [--test S]
 //!                  [--silence S] [--poweroff S] [--quiet] -- EMULATOR ARGS...
-//! nvmx-harness report SERIAL_LOG
+//! nvmx-harness report SERIAL_LOG [--json FILE]
 //! ```
 //!
 //! `run` starts the emulator, streams the guest console with host
-//! timestamps, enforces host wall-time limits, writes `serial.log` and
-//! `summary.txt` into the results directory and exits 0 only if the plan ran
-//! to its end with no failed test and no kernel warning. `report` prints the
-//! summary of a saved `serial.log` again.
+//! timestamps, enforces host wall-time limits, writes `serial.log`,
+//! `summary.txt` (for people) and `results.json` (for scripts; see
+//! [`log::Log::json`]) into the results directory and exits 0 only if the
+//! plan ran to its end with no failed test and no kernel warning. `report`
+//! prints the summary of a saved `serial.log` again and, with `--json`,
+//! writes its `results.json` (without the emulator's exit and stop reason,
+//! which the log does not hold).
 
+mod json;
 mod log;
 mod run;
 
@@ -22,7 +26,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: nvmx-harness run --serial FILE --results DIR [--total S] [--test S] \
          [--silence S] [--poweroff S] [--quiet] -- COMMAND...\n       \
-         nvmx-harness report SERIAL_LOG"
+         nvmx-harness report SERIAL_LOG [--json FILE]"
     );
     ExitCode::from(2)
 }
@@ -98,6 +102,14 @@ fn cmd_run(mut args: std::vec::IntoIter<String>) -> ExitCode {
         eprintln!("nvmx-harness: writing summary: {e}");
         return ExitCode::FAILURE;
     }
+    let json = outcome.log.json(
+        outcome.stopped.as_deref(),
+        outcome.status.map(|st| st.to_string()),
+    );
+    if let Err(e) = std::fs::write(results.join("results.json"), json.to_text()) {
+        eprintln!("nvmx-harness: writing results.json: {e}");
+        return ExitCode::FAILURE;
+    }
     if outcome.stopped.is_none() && outcome.log.success() {
         ExitCode::SUCCESS
     } else {
@@ -105,24 +117,35 @@ fn cmd_run(mut args: std::vec::IntoIter<String>) -> ExitCode {
     }
 }
 
-fn cmd_report(mut args: std::vec::IntoIter<String>) -> ExitCode {
-    let (Some(path), None) = (args.next(), args.next()) else {
-        return usage();
+fn cmd_report(args: std::vec::IntoIter<String>) -> ExitCode {
+    let args: Vec<String> = args.collect();
+    let (path, json) = match args.as_slice() {
+        [path] => (path, None),
+        [path, opt, file] | [opt, file, path] if opt == "--json" => (path, Some(file)),
+        _ => return usage(),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let log = log::Log::parse(&text);
-            print!("{}", log.summary());
-            if log.success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+    let text = match std::fs::read(path) {
+        // A console may carry bytes that are not UTF-8 (a garbled line).
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
             eprintln!("nvmx-harness: {path}: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    let mut log = log::Log::parse(&text);
+    // The log ends here: a test still running never finished.
+    log.close(None);
+    print!("{}", log.summary());
+    if let Some(file) = json {
+        if let Err(e) = std::fs::write(file, log.json(None, None).to_text()) {
+            eprintln!("nvmx-harness: writing {file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if log.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -20,11 +20,11 @@ use crate::log::Log;
 pub struct Limits {
     /// The whole emulator run.
     pub total: f64,
-    /// One test, from its start marker.
+    /// One test, from its start line.
     pub test: f64,
     /// No console output at all.
     pub silence: f64,
-    /// After the plan's end marker, for the emulator to power off.
+    /// After the plan's TAP plan line (its end), for the emulator to power off.
     pub poweroff: f64,
 }
 
@@ -179,7 +179,7 @@ pub fn run(cfg: &Config) -> io::Result<Outcome> {
                 println!("[{:02}:{:04.1}] {line}", (t / 60.0) as u64, t % 60.0);
             }
             log.feed(&line, Some(t));
-            if log.done && done_at.is_none() {
+            if log.finished() && done_at.is_none() {
                 done_at = Some(now);
             }
         }
