@@ -85,50 +85,6 @@ struct loop_args {
 	uint8_t *vapic;		/* L1 virtual address of the vAPIC page. */
 };
 
-/* Written by L2, read by L1: the CR8 value L2 saw. */
-static volatile uint64_t l2_seen_cr8;
-/* Written by L1, read by L2: the CR8 value L2 must store. */
-static volatile uint64_t l2_next_cr8;
-static volatile uint64_t l2_use_pages;
-
-static void l2_guest_code(void)
-{
-	for (;;) {
-		if (l2_use_pages) {
-			uint64_t cr8;
-
-			__asm__ __volatile__("mov %%cr8, %0" : "=r"(cr8));
-			l2_seen_cr8 = cr8;
-			cr8 = l2_next_cr8;
-			__asm__ __volatile__("mov %0, %%cr8" : : "r"(cr8));
-		}
-		__asm__ __volatile__("vmcall");
-	}
-}
-
-static void l1_enable_pages(struct loop_args *args)
-{
-	uint32_t ctl;
-
-	if (args->use_pages & PAGES_MSR) {
-		ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL) | CPU_BASED_USE_MSR_BITMAPS;
-		GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
-		GUEST_ASSERT(!vmwrite(MSR_BITMAP, args->msr_bitmap_gpa));
-	}
-	if (!(args->use_pages & PAGES_APIC))
-		return;
-	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
-	ctl |= CPU_BASED_TPR_SHADOW | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
-	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
-	ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
-	ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
-	GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
-
-	GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR, args->apic_access_gpa));
-	GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR, args->vapic_gpa));
-	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
-}
-
 /* Check the exit, advance L2 past VMCALL, and check the vAPIC round trip. */
 static void l1_check_exit(struct loop_args *args, uint64_t i)
 {
@@ -141,10 +97,10 @@ static void l1_check_exit(struct loop_args *args, uint64_t i)
 		return;
 
 	/* CR8 is VTPR[7:4]. */
-	GUEST_ASSERT_EQ(l2_seen_cr8, (i % 16));
+	GUEST_ASSERT_EQ(nvmx_l2_seen_cr8, (i % 16));
 	GUEST_ASSERT_EQ(*vtpr >> 4, (i + 7) % 16);
 	*vtpr = ((i + 1) % 16) << 4;
-	l2_next_cr8 = (i + 8) % 16;
+	nvmx_l2_next_cr8 = (i + 8) % 16;
 }
 
 static void l1_guest_code(struct vmx_pages *vmx_pages, struct loop_args *args)
@@ -155,15 +111,16 @@ static void l1_guest_code(struct vmx_pages *vmx_pages, struct loop_args *args)
 
 	GUEST_ASSERT(prepare_for_vmx_operation(vmx_pages));
 	GUEST_ASSERT(load_vmcs(vmx_pages));
-	prepare_vmcs(vmx_pages, l2_guest_code,
+	prepare_vmcs(vmx_pages, nvmx_l2_cr8_loop,
 		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
 
-	l2_use_pages = args->use_pages & PAGES_APIC;
-	if (args->use_pages)
-		l1_enable_pages(args);
+	nvmx_l2_no_cr8 = !(args->use_pages & PAGES_APIC);
+	if (args->use_pages & PAGES_MSR)
+		nvmx_l1_set_pages(args->msr_bitmap_gpa, 0, 0);
 	if (args->use_pages & PAGES_APIC) {
+		nvmx_l1_set_pages(0, args->apic_access_gpa, args->vapic_gpa);
 		*(volatile uint32_t *)(args->vapic + APIC_TPR_OFFSET) = 0;
-		l2_next_cr8 = 7;
+		nvmx_l2_next_cr8 = 7;
 	}
 
 	/* Warm up: the first entry pays for vmcs02 setup. */

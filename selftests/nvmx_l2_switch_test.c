@@ -84,41 +84,13 @@ struct switch_args {
 };
 
 static unsigned long l2_stacks[MAX_L2S][L2_STACK_WORDS];
-/* Written by L2, read by L1: the CR8 value L2 saw; and the reverse. */
-static volatile uint64_t l2_seen_cr8;
-static volatile uint64_t l2_next_cr8;
-
-static void l2_guest_code(void)
-{
-	for (;;) {
-		uint64_t cr8;
-
-		__asm__ __volatile__("mov %%cr8, %0" : "=r"(cr8));
-		l2_seen_cr8 = cr8;
-		cr8 = l2_next_cr8;
-		__asm__ __volatile__("mov %0, %%cr8" : : "r"(cr8));
-		__asm__ __volatile__("vmcall");
-	}
-}
-
 static void l1_setup_l2(struct switch_args *args, int i)
 {
 	struct vmx_pages *vmx = (struct vmx_pages *)args->vmx[i];
-	uint32_t ctl;
 
 	GUEST_ASSERT(load_vmcs(vmx));
-	prepare_vmcs(vmx, l2_guest_code, &l2_stacks[i][L2_STACK_WORDS]);
-	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
-	ctl |= CPU_BASED_USE_MSR_BITMAPS | CPU_BASED_TPR_SHADOW |
-	       CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
-	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
-	ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
-	ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
-	GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
-	GUEST_ASSERT(!vmwrite(MSR_BITMAP, args->msr_bitmap_gpa[i]));
-	GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR, args->apic_access_gpa[i]));
-	GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR, args->vapic_gpa[i]));
-	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
+	prepare_vmcs(vmx, nvmx_l2_cr8_loop, &l2_stacks[i][L2_STACK_WORDS]);
+	nvmx_l1_set_pages(args->msr_bitmap_gpa[i], args->apic_access_gpa[i], args->vapic_gpa[i]);
 }
 
 /*
@@ -140,16 +112,16 @@ static bool l1_run_l2(struct switch_args *args, int i, uint64_t *want, bool laun
 	} else {
 		*vtpr = expect << 4;
 	}
-	l2_next_cr8 = next;
+	nvmx_l2_next_cr8 = next;
 	GUEST_ASSERT(!(launch ? vmlaunch() : vmresume()));
 	GUEST_ASSERT_EQ(vmreadz(VM_EXIT_REASON), EXIT_REASON_VMCALL);
 	GUEST_ASSERT(!vmwrite(GUEST_RIP, vmreadz(GUEST_RIP) + vmreadz(VM_EXIT_INSTRUCTION_LEN)));
-	ok = l2_seen_cr8 == expect && (*vtpr >> 4) == next;
+	ok = nvmx_l2_seen_cr8 == expect && (*vtpr >> 4) == next;
 	if (count) {
 		args->checks++;
 		args->stale += !ok;
 	} else {
-		GUEST_ASSERT_EQ(l2_seen_cr8, expect);
+		GUEST_ASSERT_EQ(nvmx_l2_seen_cr8, expect);
 		GUEST_ASSERT_EQ(*vtpr >> 4, next);
 	}
 	*want = next;

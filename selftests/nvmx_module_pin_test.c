@@ -26,6 +26,8 @@
 #include "processor.h"
 #include "vmx.h"
 
+#include "nvmx_nested.h"
+
 #include "kselftest.h"
 
 #define MODULE_NAME	"nvmx_gpc"
@@ -42,22 +44,13 @@ static void l1_guest_code(struct vmx_pages *vmx_pages, uint64_t vapic_gpa)
 {
 #define L2_GUEST_STACK_SIZE 64
 	unsigned long l2_guest_stack[L2_GUEST_STACK_SIZE];
-	uint32_t ctl;
 
 	GUEST_ASSERT(prepare_for_vmx_operation(vmx_pages));
 	GUEST_ASSERT(load_vmcs(vmx_pages));
 	prepare_vmcs(vmx_pages, l2_guest_code,
 		     &l2_guest_stack[L2_GUEST_STACK_SIZE]);
 
-	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
-	ctl |= CPU_BASED_TPR_SHADOW | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
-	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
-	ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
-	ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
-	GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
-	GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR, vmx_pages->apic_access_gpa));
-	GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR, vapic_gpa));
-	GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
+	nvmx_l1_set_pages(0, vmx_pages->apic_access_gpa, vapic_gpa);
 
 	GUEST_SYNC(1);
 	GUEST_ASSERT(!vmlaunch());

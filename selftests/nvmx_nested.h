@@ -313,6 +313,64 @@ static inline void nvmx_l1_enable_pages(void)
 	}
 }
 
+/*
+ * L1, with L2's VMCS current: give L2 the pages whose GPA is not 0: an MSR
+ * bitmap; APIC-access virtualization with an APIC-access page; TPR shadow
+ * with a virtual-APIC page (TPR threshold 0).
+ */
+static inline void nvmx_l1_set_pages(uint64_t msr_bitmap_gpa, uint64_t apic_access_gpa,
+				     uint64_t vapic_gpa)
+{
+	uint32_t ctl;
+
+	ctl = vmreadz(CPU_BASED_VM_EXEC_CONTROL);
+	if (msr_bitmap_gpa)
+		ctl |= CPU_BASED_USE_MSR_BITMAPS;
+	if (vapic_gpa)
+		ctl |= CPU_BASED_TPR_SHADOW;
+	if (apic_access_gpa)
+		ctl |= CPU_BASED_ACTIVATE_SECONDARY_CONTROLS;
+	GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL, ctl));
+	if (msr_bitmap_gpa)
+		GUEST_ASSERT(!vmwrite(MSR_BITMAP, msr_bitmap_gpa));
+	if (apic_access_gpa) {
+		ctl = vmreadz(SECONDARY_VM_EXEC_CONTROL);
+		ctl |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES;
+		GUEST_ASSERT(!vmwrite(SECONDARY_VM_EXEC_CONTROL, ctl));
+		GUEST_ASSERT(!vmwrite(APIC_ACCESS_ADDR, apic_access_gpa));
+	}
+	if (vapic_gpa) {
+		GUEST_ASSERT(!vmwrite(VIRTUAL_APIC_PAGE_ADDR, vapic_gpa));
+		GUEST_ASSERT(!vmwrite(TPR_THRESHOLD, 0));
+	}
+}
+
+/*
+ * The L2 of the round-trip tests.  Each round reads CR8 (with TPR shadow,
+ * VTPR[7:4] of the virtual-APIC page) into nvmx_l2_seen_cr8, writes
+ * nvmx_l2_next_cr8 to it, and exits with VMCALL; with nvmx_l2_no_cr8 set
+ * it only exits (the round trip without pages).  L2 runs on L1's page
+ * tables, so both sides see these variables.
+ */
+static volatile uint64_t nvmx_l2_seen_cr8;
+static volatile uint64_t nvmx_l2_next_cr8;
+static volatile bool nvmx_l2_no_cr8;
+
+static inline void nvmx_l2_cr8_loop(void)
+{
+	for (;;) {
+		if (!nvmx_l2_no_cr8) {
+			uint64_t cr8;
+
+			__asm__ __volatile__("mov %%cr8, %0" : "=r"(cr8));
+			nvmx_l2_seen_cr8 = cr8;
+			cr8 = nvmx_l2_next_cr8;
+			__asm__ __volatile__("mov %0, %%cr8" : : "r"(cr8));
+		}
+		__asm__ __volatile__("vmcall");
+	}
+}
+
 /* VM-instruction error 7: VM entry with invalid control field(s). */
 #define NVMX_VMXERR_ENTRY_INVALID_CONTROL	7
 
