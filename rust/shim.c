@@ -440,16 +440,16 @@ static void shim_vcpu_free(struct kvm_vcpu *vcpu, void *vcpu_priv)
 }
 
 /*
- * KVM's record of a mapping the cache made.  page stays NULL: the
- * provider contract says KVM does not read it, and nothing of the cache's
- * is a struct page KVM could release.
+ * KVM's record of a mapping the cache made: hva, pfn and gfn.  KVM sets
+ * map->page itself, to a poison value that keeps the map away from the
+ * stock kvm_vcpu_unmap() (nothing of the cache's is a page reference KVM
+ * could release).
  */
 static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
 		    gfn_t gfn, struct kvm_host_map *map)
 {
 	struct nvmx_mapped m;
 
-	map->page = NULL;
 	map->gfn = gfn;
 	/*
 	 * KVM calls map() with kvm->srcu held, as the read requires.  The
@@ -470,7 +470,6 @@ static void shim_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_pag
 {
 	u64 pfn = map->pfn;
 
-	/* map() left map->page NULL. */
 	map->hva = NULL;
 	nvmx_rs_unmap(vcpu, vcpu_priv, page, pfn, dirty);
 }
