@@ -25,7 +25,7 @@ typedef _Bool bool;
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define NVMX_SHIM_ABI_VERSION 5
+#define NVMX_SHIM_ABI_VERSION 6
 
 struct kvm;
 struct kvm_vcpu;
@@ -141,7 +141,8 @@ u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu);
  * before the invalidated cache can be seen by get(), so that KVM finds the
  * request pending whenever get() returns NULL for a mapped page.  @vcpu
  * must be a vCPU of @vm that has mapped the page (so its vcpu_idx is
- * valid) and is not yet freed.
+ * valid) and is not yet freed.  @page and @gfn name the cache that
+ * caused the kick, for the nvmx_gpc_kick trace event.
  *
  * nvmx_shim_reload_send() kicks the vCPUs in the mask out of L2 and waits
  * until none runs L2 with the old addresses (KVM_REQUEST_WAIT), then
@@ -149,7 +150,7 @@ u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu);
  * under the per-VM lock, which vcpu_free() takes before a vCPU goes away,
  * it never reaches a freed vCPU.
  */
-void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu);
+void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu, u32 page, u64 gfn);
 void nvmx_shim_reload_send(struct nvmx_vm *vm);
 /*
  * Queue the VM's work item, which calls nvmx_rs_reap() in process context
@@ -157,6 +158,30 @@ void nvmx_shim_reload_send(struct nvmx_vm *vm);
  */
 void nvmx_shim_schedule_reap(struct nvmx_vm *vm);
 void nvmx_shim_cond_resched(void);
+
+/*
+ * Trace events (rust/nvmx_gpc_trace.h), emitted only while enabled; a
+ * kernel without CONFIG_TRACEPOINTS compiles them to nothing.  Any
+ * context; @vcpu must be live.
+ */
+enum nvmx_miss_reason {
+	NVMX_MISS_INACTIVE,
+	NVMX_MISS_INVALID,
+	NVMX_MISS_GPA,
+	NVMX_MISS_GENERATION,
+};
+
+enum nvmx_inval_cause {
+	NVMX_INVAL_NOTIFIER,
+	NVMX_INVAL_MEMSLOT,
+	NVMX_INVAL_TEARDOWN,
+};
+
+void nvmx_shim_trace_miss(struct kvm_vcpu *vcpu, u32 page, u64 gfn, u32 reason, u32 way);
+void nvmx_shim_trace_refresh(struct kvm_vcpu *vcpu, u32 page, u64 gfn, u64 pfn, bool unmanaged,
+			     u32 way, u32 retries);
+void nvmx_shim_trace_reload(struct kvm_vcpu *vcpu, u32 page, u64 gfn);
+void nvmx_shim_trace_invalidate(u64 start, u64 end, u32 cause, u32 caches, u32 kicks);
 
 /*
  * rwlock_t for Rust.  @class selects the lockdep class: a page kind for a
@@ -198,6 +223,11 @@ void nvmx_rs_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 pfn, bo
 /* get(): the kernel address with the cache held shared until put(), or NULL. */
 void *nvmx_rs_get(void *vcpu_priv, u32 page);
 void nvmx_rs_put(void *vcpu_priv, u32 page);
+/*
+ * Whether the vCPU's last map() refreshed, and forget it: tells a hit from
+ * a miss for the nvmx_gpc_hit event.  Only while that event is enabled.
+ */
+bool nvmx_rs_take_refreshed(void *vcpu_priv);
 void nvmx_rs_memslots_updated(void *rs, u64 gen);
 /*
  * The VM's mmu_notifier.  start never fails: it waits for the kicked vCPUs

@@ -87,8 +87,8 @@ use crate::ffi::{
     self, Mapped, PageRef, Pfn, ReadGuard, RwLock, Vcpu, VcpuRef, VcpuStat, VmHandle, VmStat,
 };
 use crate::state::{
-    CacheState, Commit, Hit, HitView, InvalCause, InvalSeq, Invalidated, Mapping, PageKind, Stats,
-    PAGE_SHIFT,
+    CacheState, Commit, Hit, HitView, InvalCause, InvalSeq, Invalidated, Lookup, Mapping, PageKind,
+    Stats, PAGE_SHIFT,
 };
 
 const NR_KINDS: usize = PageKind::ALL.len();
@@ -217,6 +217,10 @@ pub(crate) struct VcpuCaches {
     clock: AtomicU64,
     /// Reload requests made to this vCPU (statistics).
     kicks: AtomicU64,
+    /// The last `map()` refreshed (set by the refresh, taken by
+    /// [`CacheVcpu::take_refreshed`] for the `nvmx_gpc_hit` trace event).
+    /// Written only by the vCPU.
+    refreshed: AtomicBool,
 }
 
 /// # Invariants
@@ -285,24 +289,34 @@ impl CacheVm {
     fn invalidate_each(
         &self,
         vm: &mut VmInner,
+        (start, end, cause): (u64, u64, InvalCause),
         mut f: impl FnMut(&mut CacheState<Pfn>, &HitView) -> Invalidated,
     ) {
-        let mut aliases = false;
+        let (mut aliases, mut caches, mut kicks) = (false, 0u32, 0u32);
         for v in vm.vcpus.iter().flatten() {
             let mut kicked = false;
             for slot in v.all().filter(|s| s.armed()) {
                 let mut s = slot.locked.write();
-                if f(&mut s.state, &slot.view).kick_vcpu && !kicked {
+                let r = f(&mut s.state, &slot.view);
+                caches += u32::from(r.was_valid);
+                if r.kick_vcpu && !kicked {
                     // Before `s` is dropped: `get()` must not see the
                     // invalidated cache without the request (F3).
-                    self.handle.reload_mark(&v.vcpu);
+                    let gfn = slot.gfn.load(Ordering::Relaxed);
+                    self.handle.reload_mark(&v.vcpu, s.state.kind(), gfn);
                     v.kicks.fetch_add(1, Ordering::Relaxed);
                     kicked = true;
+                    kicks += 1;
                 }
                 aliases |= s.state.has_invalid_alias();
             }
         }
         self.handle.reload_send();
+        // Only the invalidations that hit a cache: the VMM's mm sees many.
+        if caches > 0 || kicks > 0 {
+            self.handle
+                .trace_invalidate(start, end, cause, caches, kicks);
+        }
         if aliases {
             // `memunmap()` may sleep: the shim's work item calls `reap()`.
             self.handle.schedule_reap();
@@ -338,7 +352,10 @@ impl CacheVm {
             return;
         }
         let mut vm = self.inner.write();
-        self.invalidate_each(&mut vm, |s, v| s.invalidate_all(InvalCause::Memslot, v));
+        let all = (0, u64::MAX, InvalCause::Memslot);
+        self.invalidate_each(&mut vm, all, |s, v| {
+            s.invalidate_all(InvalCause::Memslot, v)
+        });
     }
 
     /// `invalidate_range_start`: nothing that overlaps `[start, end)` may be
@@ -352,7 +369,8 @@ impl CacheVm {
             pr_warn!("invalidation counter saturated\n");
         }
         if !ffi::break_invalidation() {
-            self.invalidate_each(&mut vm, |s, v| s.invalidate_range(start, end, v));
+            let range = (start, end, InvalCause::Notifier);
+            self.invalidate_each(&mut vm, range, |s, v| s.invalidate_range(start, end, v));
         }
     }
 
@@ -367,7 +385,10 @@ impl CacheVm {
     /// The address space is going away: serve nothing from it any more.
     pub(crate) fn release(&self) {
         let mut vm = self.inner.write();
-        self.invalidate_each(&mut vm, |s, v| s.invalidate_all(InvalCause::Teardown, v));
+        let all = (0, u64::MAX, InvalCause::Teardown);
+        self.invalidate_each(&mut vm, all, |s, v| {
+            s.invalidate_all(InvalCause::Teardown, v)
+        });
     }
 
     /// Sums the statistics of all caches of the VM into `out`.
@@ -541,6 +562,7 @@ impl CacheVcpu {
                 cur: [const { AtomicUsize::new(0) }; NR_KINDS],
                 clock: AtomicU64::new(0),
                 kicks: AtomicU64::new(0),
+                refreshed: AtomicBool::new(false),
             },
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -626,6 +648,7 @@ impl CacheVcpu {
         let slot = self.caches.slot(kind, way);
         self.caches.switch_to(kind, way);
         let mut first = true;
+        let mut retries = 0;
         loop {
             // One memslot lookup gives the address to snapshot and to
             // resolve (F11); no memslot can be freed while `map()` holds
@@ -637,6 +660,9 @@ impl CacheVcpu {
                 slot.armed.store(true, Ordering::Relaxed);
                 let mut s = slot.locked.write();
                 if first {
+                    if let Lookup::Miss(reason) = s.state.check(gpa, gen) {
+                        vcpu.trace_miss(kind, gfn, reason, way);
+                    }
                     s.state.note_miss();
                     first = false;
                 }
@@ -658,6 +684,8 @@ impl CacheVcpu {
                         self.caches.release(slot, old);
                     }
                     slot.gfn.store(gfn, Ordering::Relaxed);
+                    self.caches.refreshed.store(true, Ordering::Relaxed);
+                    vcpu.trace_refresh(kind, gfn, r.pfn, r.unmanaged, way, retries);
                     // For a hardware-visible page the notifier, not a
                     // reference, keeps the pfn honest (see "Pages and
                     // references"); the others' is KVM's until `unmap()`.
@@ -674,6 +702,7 @@ impl CacheVcpu {
                     });
                 }
                 Commit::Retry { discard } => {
+                    retries += 1;
                     drop(page_ref);
                     self.caches.release(slot, discard);
                     ffi::cond_resched();
@@ -724,6 +753,12 @@ impl CacheVcpu {
             && !self.caches.cur(kind).view.release()
     }
 
+    /// Whether the last `map()` refreshed; clears it. Called by the shim
+    /// after each `map()` only while the `nvmx_gpc_hit` event is enabled.
+    pub(crate) fn take_refreshed(&self) -> bool {
+        self.caches.refreshed.swap(false, Ordering::Relaxed)
+    }
+
     /// `unmap()` of a hardware-visible page: KVM is done with it for now;
     /// the cache keeps it. The vCPU is in root mode and vmcs02 gets the
     /// address again only through `map()`, so invalidations need not kick
@@ -732,7 +767,7 @@ impl CacheVcpu {
     pub(crate) fn unmap_hw(&self, vcpu: &Vcpu<'_>, kind: PageKind, dirty: bool) {
         let slot = self.caches.cur(kind);
         if !ffi::break_sticky_hw() && slot.view.release() {
-            self.unmap_invalid(slot);
+            self.unmap_invalid(vcpu, kind, slot);
         }
         if dirty {
             vcpu.mark_dirty(slot.gfn.load(Ordering::Relaxed));
@@ -767,7 +802,8 @@ impl CacheVcpu {
     /// now (F9).
     #[cold]
     #[inline(never)]
-    fn unmap_invalid(&self, slot: &Slot) {
+    fn unmap_invalid(&self, vcpu: &Vcpu<'_>, kind: PageKind, slot: &Slot) {
+        vcpu.trace_reload(kind, slot.gfn.load(Ordering::Relaxed));
         let alias = slot.locked.write().state.take_invalid_alias(&slot.view);
         if let Some(r) = alias {
             self.caches.release(slot, r);

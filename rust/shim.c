@@ -32,6 +32,9 @@
 
 #include "nvmx_gpc_shim.h"
 
+#define CREATE_TRACE_POINTS
+#include "nvmx_gpc_trace.h"
+
 MODULE_IMPORT_NS(KVM_NVMX_PAGES);
 
 static char *provider = "cache";
@@ -207,12 +210,34 @@ u32 nvmx_shim_vcpu_idx(struct kvm_vcpu *vcpu)
 	return vcpu->vcpu_idx;
 }
 
-void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu)
+void nvmx_shim_reload_mark(struct nvmx_vm *vm, struct kvm_vcpu *vcpu, u32 page, u64 gfn)
 {
 	if (nvmx_shim_break_kick_target())
 		vcpu = kvm_get_vcpu(vm->kvm, 0) ?: vcpu;
 	kvm_make_request(KVM_REQ_NESTED_PAGES_RELOAD, vcpu);
 	__set_bit(vcpu->vcpu_idx, vm->reload_mask);
+	trace_nvmx_gpc_kick(vcpu->vcpu_idx, page, gfn);
+}
+
+void nvmx_shim_trace_miss(struct kvm_vcpu *vcpu, u32 page, u64 gfn, u32 reason, u32 way)
+{
+	trace_nvmx_gpc_miss(vcpu->vcpu_idx, page, gfn, reason, way);
+}
+
+void nvmx_shim_trace_refresh(struct kvm_vcpu *vcpu, u32 page, u64 gfn, u64 pfn, bool unmanaged,
+			     u32 way, u32 retries)
+{
+	trace_nvmx_gpc_refresh(vcpu->vcpu_idx, page, gfn, pfn, unmanaged, way, retries);
+}
+
+void nvmx_shim_trace_reload(struct kvm_vcpu *vcpu, u32 page, u64 gfn)
+{
+	trace_nvmx_gpc_reload(vcpu->vcpu_idx, page, gfn);
+}
+
+void nvmx_shim_trace_invalidate(u64 start, u64 end, u32 cause, u32 caches, u32 kicks)
+{
+	trace_nvmx_gpc_invalidate(start, end, cause, caches, kicks);
 }
 
 static void nvmx_reap_work(struct work_struct *work)
@@ -445,8 +470,9 @@ static void shim_vcpu_free(struct kvm_vcpu *vcpu, void *vcpu_priv)
  * stock kvm_vcpu_unmap() (nothing of the cache's is a page reference KVM
  * could release).
  */
-static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
-		    gfn_t gfn, struct kvm_host_map *map)
+static __always_inline int __shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv,
+				      enum kvm_nvmx_page page, gfn_t gfn,
+				      struct kvm_host_map *map)
 {
 	struct nvmx_mapped m;
 
@@ -463,6 +489,30 @@ static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page p
 	map->hva = (void *)(unsigned long)m.kaddr;
 	map->pfn = m.pfn;
 	return 0;
+}
+
+/* map() while the nvmx_gpc_hit event is enabled. */
+static noinline int shim_map_traced(struct kvm_vcpu *vcpu, void *vcpu_priv,
+				    enum kvm_nvmx_page page, gfn_t gfn,
+				    struct kvm_host_map *map)
+{
+	int r = __shim_map(vcpu, vcpu_priv, page, gfn, map);
+
+	if (!r && !nvmx_rs_take_refreshed(vcpu_priv))
+		trace_nvmx_gpc_hit(vcpu->vcpu_idx, page, gfn);
+	return r;
+}
+
+static int shim_map(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
+		    gfn_t gfn, struct kvm_host_map *map)
+{
+	/*
+	 * The event's static branch, tested first so that the hit path keeps
+	 * nothing across the call into Rust: one nop while the event is off.
+	 */
+	if (trace_nvmx_gpc_hit_enabled())
+		return shim_map_traced(vcpu, vcpu_priv, page, gfn, map);
+	return __shim_map(vcpu, vcpu_priv, page, gfn, map);
 }
 
 static void shim_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,

@@ -47,7 +47,8 @@ expect_caught() {
 }
 
 step "cache that ignores invalidations" expect_caught break_invalidation \
-	nvmx_inval_dontneed nvmx_inval_migrate nvmx_inval_race nvmx_memslot_recreate nvmx_l2_switch_4
+	nvmx_inval_dontneed nvmx_inval_migrate nvmx_inval_race nvmx_memslot_recreate nvmx_l2_switch_4 \
+	nvmx_trace
 step "cache that does not persist" expect_caught break_persistence nvmx_unmanaged nvmx_opbench \
 	nvmx_l2_switch_4
 step "cache that ignores the GPA" expect_caught break_lookup nvmx_pages nvmx_opbench \

@@ -312,6 +312,19 @@ unsafe extern "C" fn nvmx_rs_put(vcpu_priv: *mut c_void, page: u32) {
     unsafe { c.lock_of(kind).unlock_leaked_read() };
 }
 
+/// Whether the vCPU's last `map()` refreshed, for the `nvmx_gpc_hit` trace
+/// event; clears it.
+///
+/// # Safety
+///
+/// `vcpu_priv` is the vCPU's state (see [`vcpu_state`]), called on the
+/// vCPU's thread after its `map()`.
+#[no_mangle]
+unsafe extern "C" fn nvmx_rs_take_refreshed(vcpu_priv: *mut c_void) -> bool {
+    // SAFETY: The vCPU's state (caller contract).
+    unsafe { vcpu_state(vcpu_priv) }.take_refreshed()
+}
+
 /// The VM's memslots changed.
 ///
 /// # Safety

@@ -11,7 +11,7 @@ use kernel::error::to_result;
 use kernel::prelude::*;
 
 use super::raw;
-use crate::state::{Mapping, Resolved};
+use crate::state::{InvalCause, Mapping, MissReason, PageKind, Resolved};
 
 /// A vCPU, borrowed for the duration of one callback from KVM.
 ///
@@ -75,6 +75,53 @@ impl Vcpu<'_> {
         // INVARIANT: Only `vcpu_init()` calls this, and the value lives in
         // the vCPU's caches, which `vcpu_free()` drops.
         VcpuRef { ptr: self.ptr }
+    }
+
+    /// The `nvmx_gpc_miss` trace event: `map()` of `gfn` found no valid
+    /// cache and refreshes way `way`, which missed for `reason`.
+    pub(crate) fn trace_miss(&self, kind: PageKind, gfn: u64, reason: MissReason, way: usize) {
+        let reason = match reason {
+            MissReason::Inactive => raw::nvmx_miss_reason_NVMX_MISS_INACTIVE,
+            MissReason::Invalid => raw::nvmx_miss_reason_NVMX_MISS_INVALID,
+            MissReason::GpaChanged => raw::nvmx_miss_reason_NVMX_MISS_GPA,
+            MissReason::GenerationChanged => raw::nvmx_miss_reason_NVMX_MISS_GENERATION,
+        };
+        // SAFETY: The vCPU is live; the function only reads `vcpu_idx`.
+        unsafe {
+            raw::nvmx_shim_trace_miss(self.ptr.as_ptr(), kind as u32, gfn, reason, way as u32)
+        }
+    }
+
+    /// The `nvmx_gpc_refresh` trace event: way `way` now holds `gfn` at
+    /// `pfn`, after `retries` attempts that raced an invalidation.
+    pub(crate) fn trace_refresh(
+        &self,
+        kind: PageKind,
+        gfn: u64,
+        pfn: u64,
+        unmanaged: bool,
+        way: usize,
+        retries: u32,
+    ) {
+        // SAFETY: The vCPU is live; the function only reads `vcpu_idx`.
+        unsafe {
+            raw::nvmx_shim_trace_refresh(
+                self.ptr.as_ptr(),
+                kind as u32,
+                gfn,
+                pfn,
+                unmanaged,
+                way as u32,
+                retries,
+            )
+        }
+    }
+
+    /// The `nvmx_gpc_reload` trace event: the vCPU gave up `gfn`, which was
+    /// invalidated while it was in vmcs02.
+    pub(crate) fn trace_reload(&self, kind: PageKind, gfn: u64) {
+        // SAFETY: The vCPU is live; the function only reads `vcpu_idx`.
+        unsafe { raw::nvmx_shim_trace_reload(self.ptr.as_ptr(), kind as u32, gfn) }
     }
 
     /// Marks `gfn` dirty in the VM's dirty log, like `kvm_vcpu_unmap()`.
@@ -270,10 +317,33 @@ impl VmHandle {
     /// lock held for write (it guards the shim's reload mask), for a vCPU
     /// of this VM that has mapped the page, before the invalidated cache
     /// can be seen by `get()`.
-    pub(crate) fn reload_mark(&self, vcpu: &VcpuRef) {
+    /// `kind` and `gfn` name the cache that caused it (`nvmx_gpc_kick`).
+    pub(crate) fn reload_mark(&self, vcpu: &VcpuRef, kind: PageKind, gfn: u64) {
         // SAFETY: The handle and the vCPU are live (type invariants); the
         // caller holds the per-VM lock, which serialises the mask.
-        unsafe { raw::nvmx_shim_reload_mark(self.ptr.as_ptr(), vcpu.ptr.as_ptr()) }
+        unsafe {
+            raw::nvmx_shim_reload_mark(self.ptr.as_ptr(), vcpu.ptr.as_ptr(), kind as u32, gfn)
+        }
+    }
+
+    /// The `nvmx_gpc_invalidate` trace event: an invalidation of this VM
+    /// (of `[start, end)` for the mmu_notifier) made `caches` valid caches
+    /// invalid and kicked `kicks` vCPUs.
+    pub(crate) fn trace_invalidate(
+        &self,
+        start: u64,
+        end: u64,
+        cause: InvalCause,
+        caches: u32,
+        kicks: u32,
+    ) {
+        let cause = match cause {
+            InvalCause::Notifier => raw::nvmx_inval_cause_NVMX_INVAL_NOTIFIER,
+            InvalCause::Memslot => raw::nvmx_inval_cause_NVMX_INVAL_MEMSLOT,
+            InvalCause::Teardown => raw::nvmx_inval_cause_NVMX_INVAL_TEARDOWN,
+        };
+        // SAFETY: No pointer is passed; any context.
+        unsafe { raw::nvmx_shim_trace_invalidate(start, end, cause, caches, kicks) }
     }
 
     /// Makes the shim's work item call [`crate::cache::CacheVm::reap`]
