@@ -182,20 +182,24 @@ enum Line<'a> {
         name: &'a str,
     },
     Exit(&'a str),
-    Result {
-        ok: bool,
-        number: usize,
-        phase: &'a str,
-        name: &'a str,
-        /// The directive's keyword, upper case, without a final `:`.
-        directive: Option<String>,
-        /// What follows the `#` (the directive's keyword excepted).
-        text: &'a str,
-    },
+    Result(TapResult<'a>),
     Plan(usize),
     Bail(&'a str),
     /// A previous-format `@@TEST-END <phase> <name> rc=<rc> ...`.
     OldEnd(&'a str),
+}
+
+/// One TAP result line: `[not ]ok <number> <phase>/<name> [# <directive> <text>]`.
+#[derive(Debug, PartialEq)]
+struct TapResult<'a> {
+    ok: bool,
+    number: usize,
+    phase: &'a str,
+    name: &'a str,
+    /// The directive's keyword, upper case, without a final `:`.
+    directive: Option<String>,
+    /// What follows the `#` (the directive's keyword excepted).
+    text: &'a str,
 }
 
 /// Directives of a result line that `/init` prints or KTAP defines.
@@ -243,14 +247,14 @@ fn parse_result<'a>(ok: bool, rest: &'a str) -> Option<Line<'a>> {
             text = d[word.len()..].trim();
         }
     }
-    Some(Line::Result {
+    Some(Line::Result(TapResult {
         ok,
         number,
         phase,
         name,
         directive,
         text,
-    })
+    }))
 }
 
 /// Classify one console line (host stamp removed).
@@ -410,14 +414,7 @@ impl Log {
                     live: kv(fields, "live").map(str::to_string),
                 });
             }
-            Some(Line::Result {
-                ok,
-                number,
-                phase,
-                name,
-                directive,
-                text,
-            }) => self.result(ok, number, phase, name, directive.as_deref(), text, t),
+            Some(Line::Result(r)) => self.result(&r, t),
             Some(Line::Plan(n)) => {
                 if self.plan.is_some() {
                     self.tap_errors.push(format!("a second plan line 1..{n}"));
@@ -453,20 +450,16 @@ impl Log {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the fields of one TAP result line"
-    )]
-    fn result(
-        &mut self,
-        ok: bool,
-        number: usize,
-        phase: &str,
-        name: &str,
-        directive: Option<&str>,
-        text: &str,
-        t: Option<f64>,
-    ) {
+    fn result(&mut self, r: &TapResult<'_>, t: Option<f64>) {
+        let TapResult {
+            ok,
+            number,
+            phase,
+            name,
+            text,
+            ..
+        } = *r;
+        let directive = r.directive.as_deref();
         self.result_lines += 1;
         if number != self.result_lines {
             self.tap_errors.push(format!(
