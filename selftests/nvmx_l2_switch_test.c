@@ -187,29 +187,12 @@ static void setup_pages(struct kvm_vm *vm, struct switch_args *args, enum mode m
 	}
 }
 
-/*
- * Zap L2 @j's virtual-APIC page and write HOST_TPR into the new page.  The
- * freed page would come straight back as the new one (the allocator reuses
- * the page freed last), which would hide a stale cache: a scratch page
- * takes it first, and the pfn must change.
- */
+/* Zap L2 @j's virtual-APIC page and write HOST_TPR into the new page. */
 static void host_zap(struct kvm_vm *vm, struct switch_args *args, int j)
 {
-	uint8_t *hva = addr_gpa2hva(vm, args->vapic_gpa[j]);
-	uint64_t old = nvmx_hva_to_pfn(hva), new;
-	volatile uint8_t *scratch;
+	uint64_t old;
 
-	TEST_ASSERT(!madvise(hva, getpagesize(), MADV_DONTNEED),
-		    "madvise(MADV_DONTNEED): %s", strerror(errno));
-	/* Kept until the process exits, so the old page stays taken. */
-	scratch = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	TEST_ASSERT(scratch != MAP_FAILED, "mmap: %s", strerror(errno));
-	*scratch = 1;
-	*(volatile uint32_t *)(hva + APIC_TPR_OFFSET) = HOST_TPR << 4;
-	new = nvmx_hva_to_pfn(hva);
-	TEST_ASSERT(old && new && old != new,
-		    "L2 %d's virtual-APIC page did not move (pfn 0x%lx -> 0x%lx)", j, old, new);
+	nvmx_zap_page(addr_gpa2hva(vm, args->vapic_gpa[j]), APIC_TPR_OFFSET, HOST_TPR << 4, &old);
 	args->host_wrote[j] = 1;
 }
 

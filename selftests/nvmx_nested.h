@@ -899,6 +899,32 @@ static inline uint64_t nvmx_hva_to_pfn(void *hva)
 }
 
 /*
+ * Host: MADV_DONTNEED the page at @hva, then fault a new page in by writing
+ * @val at byte @off of it.  The freed page would come straight back as the
+ * new one (the allocator reuses the page freed last), which would hide a
+ * stale mapping: a scratch page, kept until the process exits, takes it
+ * first.  The pfn must change; returns the new one, *@old the old one.
+ */
+static inline uint64_t nvmx_zap_page(void *hva, uint64_t off, uint32_t val, uint64_t *old)
+{
+	volatile uint8_t *scratch;
+	uint64_t new;
+
+	*old = nvmx_hva_to_pfn(hva);
+	TEST_ASSERT(!madvise(hva, getpagesize(), MADV_DONTNEED),
+		    "madvise(MADV_DONTNEED): %s", strerror(errno));
+	scratch = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	TEST_ASSERT(scratch != MAP_FAILED, "mmap: %s", strerror(errno));
+	*scratch = 1;
+	*(volatile uint32_t *)((uint8_t *)hva + off) = val;
+	new = nvmx_hva_to_pfn(hva);
+	TEST_ASSERT(*old && new && *old != new, "the page at %p did not move (pfn 0x%lx -> 0x%lx)",
+		    hva, *old, new);
+	return new;
+}
+
+/*
  * Host: one kselftest result for the invalidation the cache must have
  * counted since @st0 (inval_memslot with @memslot, else inval_notifier), or
  * a skip without statistics.  Returns the number of failures.

@@ -5,7 +5,8 @@
  * With every event of the nvmx_gpc trace system enabled (tracefs), L2 is
  * parked with the MSR bitmap, APIC-access and virtual-APIC pages mapped
  * (nvmx_create_parked_vm()).  The host then MADV_DONTNEEDs the
- * virtual-APIC page alone, writes VTPR 0x90 into the new page, and lets L2
+ * virtual-APIC page alone, writes VTPR 0x90 into a new page
+ * (nvmx_zap_page(), which makes sure the pfn changes), and lets L2
  * run the rest of nvmx_l2_parked_sequence().  The events in the trace
  * buffer must tell that story, for vCPU 0:
  *   1. the first nested VM-Enter misses and refreshes each of the three
@@ -38,7 +39,13 @@
 
 #include "kselftest.h"
 
-NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_parked_sequence)
+static void l2_guest_code(void)
+{
+	nvmx_l2_parked_sequence();
+	nvmx_l2_done();
+}
+
+NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
 
 #define NR_RESULTS	6
 
@@ -88,7 +95,8 @@ struct event {
 
 #define MAX_EVENTS	4096
 
-static struct event events[MAX_EVENTS];
+/* On the heap: the test's static data is loaded into the guest too. */
+static struct event *events;
 static int nr_events;
 
 /* Parse one line of the "trace" file; false if it is no nvmx_gpc event. */
@@ -123,10 +131,14 @@ static void read_trace(void)
 	snprintf(path, sizeof(path), "%s/trace", tracefs);
 	f = fopen(path, "r");
 	TEST_ASSERT(f, "open %s: %s", path, strerror(errno));
+	events = calloc(MAX_EVENTS, sizeof(*events));
+	TEST_ASSERT(events, "calloc");
 	nr_events = 0;
 	while (fgets(line, sizeof(line), f) && nr_events < MAX_EVENTS) {
-		if (line[0] != '#' && parse_event(line, &events[nr_events]))
+		if (line[0] != '#' && parse_event(line, &events[nr_events])) {
+			printf("# %s", line);
 			nr_events++;
+		}
 	}
 	fclose(f);
 	printf("# %d nvmx_gpc events in the trace buffer\n", nr_events);
@@ -186,11 +198,7 @@ int main(int argc, char *argv[])
 
 	vapic = nvmx_page_hva(vm, NVMX_PG_VAPIC);
 	vapic_gfn = (nvmx_host_pages_gpa + NVMX_PG_VAPIC * getpagesize()) >> 12;
-	old_pfn = nvmx_hva_to_pfn(vapic);
-	TEST_ASSERT(!madvise(vapic, getpagesize(), MADV_DONTNEED), "MADV_DONTNEED: %s",
-		    strerror(errno));
-	*(volatile uint32_t *)(vapic + NVMX_APIC_TPR) = NVMX_NEW_VTPR;
-	new_pfn = nvmx_hva_to_pfn(vapic);
+	new_pfn = nvmx_zap_page(vapic, NVMX_APIC_TPR, NVMX_NEW_VTPR, &old_pfn);
 	printf("# virtual-APIC page: gfn 0x%lx hva %p pfn 0x%lx -> 0x%lx\n", vapic_gfn, vapic,
 	       old_pfn, new_pfn);
 
@@ -239,5 +247,6 @@ int main(int argc, char *argv[])
 			 NVMX_NEW_VTPR, res.args[2] << 4);
 
 	kvm_vm_free(vm);
+	free(events);
 	ksft_finished();
 }
