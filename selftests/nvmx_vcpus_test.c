@@ -351,6 +351,16 @@ static void *vcpu_thread(void *arg)
 	bool ok;
 
 	for (i = 0; i < race_iters; i++) {
+		/*
+		 * Halfway, wait for the replacer's first round.  On two CPUs this
+		 * thread could otherwise run every check before the replacer gets
+		 * to its page, and see no invalidation at all (bochs-smp did: 100
+		 * checks, 0 after a replacement, 0 kicks).  The first round needs
+		 * only one KVM_RUN of every vCPU, so this cannot deadlock.
+		 */
+		if (i == race_iters / 2 && race_max_gens)
+			while (!__atomic_load_n(&r->gen, __ATOMIC_ACQUIRE))
+				sched_yield();
 		/* One emulated CPU: let the other threads in between guest exits. */
 		sched_yield();
 		g0 = __atomic_load_n(&r->gen, __ATOMIC_ACQUIRE);
