@@ -185,7 +185,7 @@ impl Slot {
     /// The lock-free hit of a page KVM reads through the address until
     /// `unmap()` (MSR bitmap, eVMCS): KVM's page reference, taken while the
     /// page is still published.
-    #[inline(never)]
+    #[inline]
     fn hit_ref(&self, gfn: u64, gen: u64) -> Option<(Hit, PageRef)> {
         let hit = self.view.lookup_page(gfn, gen)?;
         let page_ref = PageRef::get(hit.pfn)?;
@@ -592,8 +592,21 @@ impl CacheVcpu {
         self.caches.cur(kind).hit_hw(gfn, gen)
     }
 
-    /// The rest of `map()`: the hit of a page KVM keeps a reference to
-    /// (MSR bitmap, eVMCS), the hit of another way (an L2 switch), or a
+    /// The fast half of `map()` for a page KVM reads through the address
+    /// until `unmap()` (MSR bitmap, eVMCS): the page and KVM's reference if
+    /// the way KVM mapped last holds `gfn` for memslot generation `gen`.
+    /// `None` for a miss and for the hardware-visible kinds, which
+    /// [`CacheVcpu::map`] serves. Takes no lock; the only calls take the
+    /// reference.
+    #[inline]
+    pub(crate) fn hit_ref(&self, kind: PageKind, gfn: u64, gen: u64) -> Option<(Hit, PageRef)> {
+        if kind.hardware_visible() || ffi::break_lookup() {
+            return None;
+        }
+        self.caches.cur(kind).hit_ref(gfn, gen)
+    }
+
+    /// The rest of `map()`: the hit of another way (an L2 switch), or a
     /// refresh.
     #[inline(never)]
     pub(crate) fn map(
@@ -780,7 +793,7 @@ impl CacheVcpu {
     /// `unmap()` of a page KVM read through the address (MSR bitmap,
     /// eVMCS): drops the reference `map()` gave KVM; the cache keeps the
     /// mapping.
-    #[inline(never)]
+    #[inline]
     pub(crate) fn unmap_ref(
         &self,
         vcpu: &Vcpu<'_>,

@@ -206,6 +206,14 @@ unsafe fn map_rest(
     let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
         return mapped_err(EINVAL);
     };
+    if let Some((hit, page_ref)) = c.hit_ref(kind, gfn, gen) {
+        // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
+        let _pfn = page_ref.into_raw();
+        return raw::nvmx_mapped {
+            kaddr: hit.mapping,
+            pfn: hit.pfn,
+        };
+    }
     match c.map(&vcpu, kind, gfn, gen) {
         Ok(m) => {
             // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
