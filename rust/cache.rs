@@ -314,8 +314,7 @@ impl CacheVm {
         self.handle.reload_send();
         // Only the invalidations that hit a cache: the VMM's mm sees many.
         if caches > 0 || kicks > 0 {
-            self.handle
-                .trace_invalidate(start, end, cause, caches, kicks);
+            ffi::trace_invalidate(start, end, cause, caches, kicks);
         }
         if aliases {
             // `memunmap()` may sleep: the shim's work item calls `reap()`.

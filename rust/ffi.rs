@@ -24,7 +24,7 @@ mod kvm;
 mod lock;
 
 pub(crate) use entry::Mapped;
-pub(crate) use kvm::{PageRef, Pfn, Vcpu, VcpuRef, VmHandle};
+pub(crate) use kvm::{trace_invalidate, PageRef, Pfn, Vcpu, VcpuRef, VmHandle};
 pub(crate) use lock::{ReadGuard, RwLock};
 
 #[allow(

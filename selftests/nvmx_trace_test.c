@@ -100,26 +100,33 @@ static struct event *events;
 static int nr_events;
 
 /* Parse one line of the "trace" file; false if it is no nvmx_gpc event. */
+/* A line that names an event but does not parse fails the test. */
 static bool parse_event(const char *line, struct event *e)
 {
-	const char *p = strstr(line, " nvmx_gpc_");
+	const char *p = strstr(line, " nvmx_gpc_"), *q;
 	unsigned int caches;
 
 	if (!p)
 		return false;
 	memset(e, 0, sizeof(*e));
-	if (sscanf(p, " nvmx_gpc_%15[a-z]:", e->name) != 1)
-		return false;
-	p = strchr(p, ':') + 1;
-	if (!strcmp(e->name, "invalidate"))
-		return sscanf(p, " %15s 0x%llx-0x%llx caches %u kicks %u", e->cause, &e->start,
-			      &e->end, &caches, &e->kicks) == 5;
-	if (sscanf(p, " vcpu %u %15s gfn 0x%llx", &e->vcpu, e->page, &e->gfn) != 3)
-		return false;
+	TEST_ASSERT(sscanf(p, " nvmx_gpc_%15[a-z]:", e->name) == 1 && (p = strchr(p, ':')),
+		    "unparsable nvmx_gpc event: %s", line);
+	p++;
+	if (!strcmp(e->name, "invalidate")) {
+		TEST_ASSERT(sscanf(p, " %15s 0x%llx-0x%llx caches %u kicks %u", e->cause,
+				   &e->start, &e->end, &caches, &e->kicks) == 5,
+			    "unparsable invalidate event: %s", line);
+		return true;
+	}
+	TEST_ASSERT(sscanf(p, " vcpu %u %15s gfn 0x%llx", &e->vcpu, e->page, &e->gfn) == 3,
+		    "unparsable %s event: %s", e->name, line);
 	if (!strcmp(e->name, "refresh"))
-		return sscanf(strstr(p, " pfn "), " pfn 0x%llx", &e->pfn) == 1;
+		TEST_ASSERT((q = strstr(p, " pfn ")) && sscanf(q, " pfn 0x%llx", &e->pfn) == 1,
+			    "refresh event without a pfn: %s", line);
 	if (!strcmp(e->name, "miss"))
-		return sscanf(strstr(p, " reason "), " reason %23s", e->reason) == 1;
+		TEST_ASSERT((q = strstr(p, " reason ")) &&
+			    sscanf(q, " reason %23s", e->reason) == 1,
+			    "miss event without a reason: %s", line);
 	return true;
 }
 

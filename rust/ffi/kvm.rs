@@ -178,6 +178,19 @@ pub(super) static LIVE_REFS: AtomicU64 = AtomicU64::new(0);
 /// VM states alive.
 pub(super) static LIVE_VMS: AtomicU64 = AtomicU64::new(0);
 
+/// The `nvmx_gpc_invalidate` trace event: an invalidation (of `[start, end)`
+/// for the mmu_notifier) made `caches` valid caches invalid and kicked
+/// `kicks` vCPUs.
+pub(crate) fn trace_invalidate(start: u64, end: u64, cause: InvalCause, caches: u32, kicks: u32) {
+    let cause = match cause {
+        InvalCause::Notifier => raw::nvmx_inval_cause_NVMX_INVAL_NOTIFIER,
+        InvalCause::Memslot => raw::nvmx_inval_cause_NVMX_INVAL_MEMSLOT,
+        InvalCause::Teardown => raw::nvmx_inval_cause_NVMX_INVAL_TEARDOWN,
+    };
+    // SAFETY: No pointer is passed; any context.
+    unsafe { raw::nvmx_shim_trace_invalidate(start, end, cause, caches, kicks) }
+}
+
 /// A page resolved and mapped into the kernel by [`Memslot::resolve`]: the
 /// kernel mapping, owned, which lasts until [`Pfn::unmap`] consumes it. The
 /// page reference that came with it is a separate [`PageRef`]. A cache
@@ -324,26 +337,6 @@ impl VmHandle {
         unsafe {
             raw::nvmx_shim_reload_mark(self.ptr.as_ptr(), vcpu.ptr.as_ptr(), kind as u32, gfn)
         }
-    }
-
-    /// The `nvmx_gpc_invalidate` trace event: an invalidation of this VM
-    /// (of `[start, end)` for the mmu_notifier) made `caches` valid caches
-    /// invalid and kicked `kicks` vCPUs.
-    pub(crate) fn trace_invalidate(
-        &self,
-        start: u64,
-        end: u64,
-        cause: InvalCause,
-        caches: u32,
-        kicks: u32,
-    ) {
-        let cause = match cause {
-            InvalCause::Notifier => raw::nvmx_inval_cause_NVMX_INVAL_NOTIFIER,
-            InvalCause::Memslot => raw::nvmx_inval_cause_NVMX_INVAL_MEMSLOT,
-            InvalCause::Teardown => raw::nvmx_inval_cause_NVMX_INVAL_TEARDOWN,
-        };
-        // SAFETY: No pointer is passed; any context.
-        unsafe { raw::nvmx_shim_trace_invalidate(start, end, cause, caches, kicks) }
     }
 
     /// Makes the shim's work item call [`crate::cache::CacheVm::reap`]
