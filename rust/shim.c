@@ -660,6 +660,30 @@ static void nvmx_bench_forget(struct kvm_vcpu *vcpu)
 /* Read at run time, so that the calls stay indirect, as KVM's are. */
 static const struct kvm_nvmx_page_ops *nvmx_bench_ops = &nvmx_gpc_ops;
 
+/* n map() + unmap() pairs of @gfn as @page, after one that warms the cache. */
+static int nvmx_bench_hits(const struct kvm_nvmx_page_ops *ops, struct kvm_vcpu *vcpu,
+			   void *priv, enum kvm_nvmx_page page, gfn_t gfn, u32 n, u64 *ticks)
+{
+	struct kvm_host_map map;
+	u64 t0;
+	u32 i;
+	int r;
+
+	r = ops->map(vcpu, priv, page, gfn, &map);
+	if (r)
+		return r;
+	ops->unmap(vcpu, priv, page, &map, false);
+	t0 = rdtsc_ordered();
+	for (i = 0; i < n; i++) {
+		r = ops->map(vcpu, priv, page, gfn, &map);
+		if (r)
+			return r;
+		ops->unmap(vcpu, priv, page, &map, false);
+	}
+	*ticks = rdtsc_ordered() - t0;
+	return 0;
+}
+
 static int nvmx_bench_loops(struct kvm_vcpu *vcpu, void *priv, gfn_t gfn, gfn_t alt,
 			    u32 n, u64 *ticks)
 {
@@ -679,31 +703,13 @@ static int nvmx_bench_loops(struct kvm_vcpu *vcpu, void *priv, gfn_t gfn, gfn_t 
 	}
 	ticks[NVMX_BENCH_STOCK] = rdtsc_ordered() - t0;
 
-	r = ops->map(vcpu, priv, page, gfn, &map);
+	r = nvmx_bench_hits(ops, vcpu, priv, page, gfn, n, &ticks[NVMX_BENCH_HIT]);
 	if (r)
 		return r;
-	ops->unmap(vcpu, priv, page, &map, false);
-	t0 = rdtsc_ordered();
-	for (i = 0; i < n; i++) {
-		r = ops->map(vcpu, priv, page, gfn, &map);
-		if (r)
-			return r;
-		ops->unmap(vcpu, priv, page, &map, false);
-	}
-	ticks[NVMX_BENCH_HIT] = rdtsc_ordered() - t0;
-
-	r = ops->map(vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, gfn, &map);
+	r = nvmx_bench_hits(ops, vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, gfn, n,
+			    &ticks[NVMX_BENCH_HIT_REF]);
 	if (r)
 		return r;
-	ops->unmap(vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, &map, false);
-	t0 = rdtsc_ordered();
-	for (i = 0; i < n; i++) {
-		r = ops->map(vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, gfn, &map);
-		if (r)
-			return r;
-		ops->unmap(vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, &map, false);
-	}
-	ticks[NVMX_BENCH_HIT_REF] = rdtsc_ordered() - t0;
 
 	t0 = rdtsc_ordered();
 	for (i = 0; i < n; i++) {
