@@ -21,9 +21,8 @@
  *
  * The module's statistics must show that the loops took the paths they
  * are named after: at least 2n more hits (hit, hit_ref), at least n more
- * refreshes, and
- * on unmanaged memory at least n more memremap() calls.  Without the
- * module, or with provider=passthrough, the test skips.
+ * refreshes, and on unmanaged memory at least n more memremap() calls.
+ * Without the module, or with provider=passthrough, the test skips.
  *
  * The host prints one line per measurement for make bench:
  *   @@RESULT bench=op_map_unmap variant=hit memory=thp phase=cache value=<ticks per pair> unit=ticks

@@ -99,8 +99,10 @@ struct event {
 static struct event *events;
 static int nr_events;
 
-/* Parse one line of the "trace" file; false if it is no nvmx_gpc event. */
-/* A line that names an event but does not parse fails the test. */
+/*
+ * Parse one line of the "trace" file; false if it is no nvmx_gpc event.  A
+ * line that names an event but does not parse fails the test.
+ */
 static bool parse_event(const char *line, struct event *e)
 {
 	const char *p = strstr(line, " nvmx_gpc_"), *q;
