@@ -12,9 +12,10 @@
  * only a comparison with the page's content can catch it.  A skip that
  * relied on write-tracking or on force_msr_bitmap_recalc alone fails here.
  *
- * -v N (1 to 4) vCPUs, each with its own L1, L2 and MSR bitmap; -s anon,
- * thp or hugetlb backs the page slot (THP and hugetlb put the bitmap on a
- * tail page).  Each vCPU's L2 parks in userspace (nvmx_l2_parked_sequence())
+ * -v N (1 to 4) vCPUs, each with its own L1, L2 and MSR bitmap; -s names
+ * the page slot's backing as the selftest library does (anonymous,
+ * anonymous_thp, anonymous_hugetlb, ...; THP and hugetlb put the bitmap on
+ * a tail page).  Each vCPU's L2 parks in userspace (nvmx_l2_parked_sequence())
  * after a RDMSR exit to L1 and a nested VM-Enter with its bitmap unchanged,
  * which is where the merge is skipped.  The host then rewrites every
  * vCPU's bitmap from intercepting RDMSR of nvmx_msrs[0] to intercepting
@@ -36,19 +37,13 @@
 
 NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_park_or_race)
 
-static const char *const src_names[] = { "anon", "thp", "hugetlb" };
-static const enum vm_mem_backing_src_type srcs[] = {
-	VM_MEM_SRC_ANONYMOUS,
-	VM_MEM_SRC_ANONYMOUS_THP,
-	VM_MEM_SRC_ANONYMOUS_HUGETLB,
-};
-
 int main(int argc, char *argv[])
 {
 	struct kvm_vcpu *vcpus[NVMX_MAX_VCPUS];
 	struct nvmx_shared *sh[NVMX_MAX_VCPUS];
 	struct ucall uc, next;
-	int nr_vcpus = 2, s = 0, opt, i;
+	enum vm_mem_backing_src_type src = VM_MEM_SRC_ANONYMOUS;
+	int nr_vcpus = 2, opt, i;
 	struct kvm_vm *vm;
 
 	while ((opt = getopt(argc, argv, "v:s:h")) != -1) {
@@ -59,9 +54,7 @@ int main(int argc, char *argv[])
 				goto usage;
 			break;
 		case 's':
-			s = nvmx_name_index(src_names, ARRAY_SIZE(src_names), optarg);
-			if (s < 0)
-				goto usage;
+			src = parse_backing_src_type(optarg);
 			break;
 		default:
 			goto usage;
@@ -71,11 +64,12 @@ int main(int argc, char *argv[])
 	ksft_print_header();
 	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_VMX));
 	ksft_set_plan(nr_vcpus);
-	printf("# %d vCPUs, page slot on %s memory\n", nr_vcpus, src_names[s]);
+	printf("# %d vCPUs, page slot on %s memory\n", nr_vcpus,
+	       vm_mem_backing_src_alias(src)->name);
 
 	nvmx_create_vm_vcpus(&vm, vcpus, nr_vcpus, l1_guest_code,
 			     NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC,
-			     srcs[s], sh);
+			     src, sh);
 	for (i = 0; i < nr_vcpus; i++) {
 		nvmx_write_start_pages(nvmx_vcpu_page_hva(vm, i, NVMX_PG_MSR_BITMAP),
 				       nvmx_vcpu_page_hva(vm, i, NVMX_PG_VAPIC));
@@ -104,6 +98,7 @@ int main(int argc, char *argv[])
 	ksft_finished();
 
 usage:
-	printf("usage: %s [-v 1-4] [-s anon|thp|hugetlb]\n", argv[0]);
+	printf("usage: %s [-v 1-4] [-s backing source]\n", argv[0]);
+	backing_src_help("-s");
 	return KSFT_FAIL;
 }
