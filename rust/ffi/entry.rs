@@ -206,24 +206,22 @@ unsafe fn map_rest(
     let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
         return mapped_err(EINVAL);
     };
-    if let Some((hit, page_ref)) = c.hit_ref(kind, gfn, gen) {
-        // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
-        let _pfn = page_ref.into_raw();
-        return raw::nvmx_mapped {
-            kaddr: hit.mapping,
+    let m = match c.hit_ref(kind, gfn, gen) {
+        Some((hit, page_ref)) => Mapped {
             pfn: hit.pfn,
-        };
-    }
-    match c.map(&vcpu, kind, gfn, gen) {
-        Ok(m) => {
-            // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
-            let _pfn = m.page_ref.map(PageRef::into_raw);
-            raw::nvmx_mapped {
-                kaddr: m.kaddr,
-                pfn: m.pfn,
-            }
-        }
-        Err(e) => mapped_err(e),
+            kaddr: hit.mapping,
+            page_ref: Some(page_ref),
+        },
+        None => match c.map(&vcpu, kind, gfn, gen) {
+            Ok(m) => m,
+            Err(e) => return mapped_err(e),
+        },
+    };
+    // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
+    let _pfn = m.page_ref.map(PageRef::into_raw);
+    raw::nvmx_mapped {
+        kaddr: m.kaddr,
+        pfn: m.pfn,
     }
 }
 
