@@ -214,8 +214,10 @@ struct nvmx_mapped {
 /*
  * The provider's map() with kvm->srcu held: @gen is the VM's memslot
  * generation, read by the shim in that SRCU section.  The shim records the
- * page in KVM's struct kvm_host_map.  For the MSR bitmap and the eVMCS,
- * KVM owns a page reference until unmap(), which passes @pfn back.
+ * page in KVM's struct kvm_host_map.  For the eVMCS, KVM owns a page
+ * reference until unmap(), which passes @pfn back; for the MSR bitmap,
+ * map() returns with the cache's lock held shared and unmap() drops it
+ * (KVM does not sleep in between).
  */
 struct nvmx_mapped nvmx_rs_map(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 gfn,
 			       u64 gen);

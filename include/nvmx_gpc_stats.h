@@ -81,15 +81,15 @@ enum nvmx_vcpu_stat {
  * rust/shim.c): one "<name> <ticks> <n>" line per loop, in this order.
  * stock           kvm_vcpu_map() + kvm_vcpu_unmap()
  * hit             the cache's map() + unmap() on a hit
- * hit_ref         the same for the MSR bitmap kind, whose hit takes a page
- *                 reference for KVM (KVM reads the page until unmap())
+ * hit_msr         the same for the MSR bitmap kind, whose map() leaves the
+ *                 cache's lock held shared until unmap()
  * miss            the cache's map() + unmap(), each map() a refresh
  * get_put         the cache's get() + put()
  */
 #define NVMX_BENCH_OPS(X)		\
 	X(STOCK, stock)			\
 	X(HIT, hit)			\
-	X(HIT_REF, hit_ref)		\
+	X(HIT_MSR, hit_msr)		\
 	X(MISS, miss)			\
 	X(GET_PUT, get_put)
 

@@ -16,9 +16,10 @@
 //! ([`crate::ffi`]) -> [`CacheVcpu::hit_hw`] -> [`HitView::claim`] and
 //! [`HitView::lookup_page`], on the way of the page kind that KVM mapped
 //! last. A hit of a hardware-visible page takes no lock and makes no call;
-//! the MSR bitmap's hit ([`CacheVcpu::map`]) adds KVM's page reference, and
-//! after an L2 switch [`CacheVcpu::map`] finds the page in another way. A
-//! miss in every way goes on to the `#[cold]` refresh. `unmap()` of a
+//! the MSR bitmap's hit ([`CacheVcpu::map_shared`]) takes the way's lock
+//! shared and leaves it held until `unmap()`, and after an L2 switch
+//! [`CacheVcpu::map`] and [`CacheVcpu::map_shared`] find the page in another
+//! way. A miss in every way goes on to the `#[cold]` refresh. `unmap()` of a
 //! hardware-visible page is [`HitView::release`]
 //! ([`CacheVcpu::unmap_hw_clean`]).
 //!
@@ -28,10 +29,12 @@
 //! 2. [`CacheVm::inner`], the per-VM lock: the VM's [`InvalSeq`] and the list
 //!    of vCPU caches.
 //! 3. A cache's slot lock ([`Slot`]): its [`CacheState`], and the right to
-//!    publish or withdraw its [`HitView`]. Readers (`get()`) take only this
-//!    lock, shared, and may nest a virtual-APIC read inside a PI-descriptor
-//!    read (separate lockdep classes, never the other way round). The hit
-//!    path takes none (see [`HitView`] for its ordering argument).
+//!    publish or withdraw its [`HitView`]. Readers (`get()` to `put()`, and
+//!    the MSR bitmap's `map()` to `unmap()`) take only this lock, shared,
+//!    and may nest a virtual-APIC read inside a PI-descriptor read
+//!    (separate lockdep classes, never the other way round). The hit path
+//!    of the other kinds takes none (see [`HitView`] for its ordering
+//!    argument).
 //!
 //! The mmu_notifier callbacks take 2 then 3. No lock of this file is held
 //! while sleeping (resolving a pfn, `memremap()`, `memunmap()`).
@@ -56,6 +59,10 @@
 //! `map()` (refresh), `vcpu_free()` and the teardown of a VM may sleep.
 //! `get()`, `put()`, `unmap()` and the notifier's range callbacks do not,
 //! apart from the wait for kicked vCPUs, which spins with IRQs enabled.
+//! KVM does not sleep between the MSR bitmap's `map()` and `unmap()`
+//! (`nested_vmx_prepare_msr_bitmap()`), and the lock it holds meanwhile
+//! only makes an invalidation of that page spin for as long as the merge
+//! takes.
 //!
 //! # Pages and references
 //!
@@ -63,14 +70,20 @@
 //!   page reference is kept once a mapping is installed; the notifier is
 //!   what keeps the pfn honest. On invalidation the owning vCPU is forced
 //!   out of L2 and reloads vmcs02 before it enters L2 again.
-//! - MSR bitmap and eVMCS: KVM reads them through the address `map()`
-//!   returned until `unmap()`, possibly in atomic context, so a page
+//! - MSR bitmap: KVM reads it through the address `map()` returned, inside
+//!   one function that does not sleep, so the way's lock, held shared from
+//!   `map()` to `unmap()`, keeps the page (an invalidation must take that
+//!   lock for write before it returns), as `gfn_to_pfn_cache` users hold
+//!   `gpc->lock` around their reads. KVM gets no page reference.
+//! - eVMCS: KVM reads and writes it through the address from `map()` to
+//!   `unmap()`, possibly in atomic context and across L2 runs, so a page
 //!   reference is held from `map()` to `unmap()`, exactly as stock
-//!   `kvm_vcpu_map()` holds one. Between an `unmap()` and the next `map()`
-//!   nothing pins the page, so it can be migrated or reclaimed; the
-//!   invalidation then makes the next `map()` refresh. (Keeping the
-//!   reference for as long as the page is cached would pin the MSR bitmap
-//!   for the life of the vCPU; `nvmx_inval_race_test -m migrate` catches that.)
+//!   `kvm_vcpu_map()` holds one.
+//! - Between an `unmap()` and the next `map()` nothing pins either page, so
+//!   it can be migrated or reclaimed; the invalidation then makes the next
+//!   `map()` refresh. (Keeping a reference for as long as the page is cached
+//!   would pin the MSR bitmap for the life of the vCPU;
+//!   `nvmx_inval_race_test -m migrate` catches that.)
 //! - Memory without `struct page` (`mem=` + `/dev/mem`): one `memremap()`
 //!   per refresh, undone when the mapping is replaced, when the vCPU is
 //!   freed, or, for an invalidated cache, at the next `unmap()` or by
@@ -182,9 +195,26 @@ impl Slot {
         hit
     }
 
+    /// The hit of a page KVM reads only inside a non-sleeping bracket (see
+    /// [`PageKind::read_in_bracket`]): the page, with the lock held shared,
+    /// which keeps every invalidation of the page waiting until the guard
+    /// goes. Under the lock the view cannot be withdrawn.
+    #[inline]
+    fn hit_shared(&self, gfn: u64, gen: u64) -> Option<(Mapped, ReadGuard<'_, Locked>)> {
+        let s = self.locked.read();
+        let hit = self.view.lookup_page(gfn, gen)?;
+        self.view.count_hit();
+        let m = Mapped {
+            pfn: hit.pfn,
+            kaddr: hit.mapping,
+            page_ref: None,
+        };
+        Some((m, s))
+    }
+
     /// The lock-free hit of a page KVM reads through the address until
-    /// `unmap()` (MSR bitmap, eVMCS): KVM's page reference, taken while the
-    /// page is still published.
+    /// `unmap()` (the eVMCS): KVM's page reference, taken while the page is
+    /// still published.
     #[inline]
     fn hit_ref(&self, gfn: u64, gen: u64) -> Option<(Hit, PageRef)> {
         let hit = self.view.lookup_page(gfn, gen)?;
@@ -570,8 +600,9 @@ impl CacheVcpu {
         Ok(CacheVcpu { vm, caches })
     }
 
-    /// The lock that `get()` leaves held for `put()`: that of the way KVM
-    /// mapped last, which does not change between the two.
+    /// The lock that `get()` leaves held for `put()`, and
+    /// [`CacheVcpu::map_shared`] for `unmap()`: that of the way KVM mapped
+    /// last, which does not change between the two.
     pub(crate) fn lock_of(&self, kind: PageKind) -> &RwLock<Locked> {
         &self.caches.cur(kind).locked
     }
@@ -591,18 +622,76 @@ impl CacheVcpu {
         self.caches.cur(kind).hit_hw(gfn, gen)
     }
 
-    /// The fast half of `map()` for a page KVM reads through the address
-    /// until `unmap()` (MSR bitmap, eVMCS): the page and KVM's reference if
-    /// the way KVM mapped last holds `gfn` for memslot generation `gen`.
-    /// `None` for a miss and for the hardware-visible kinds, which
-    /// [`CacheVcpu::map`] serves. Takes no lock; the only calls take the
-    /// reference.
+    /// The fast half of `map()` for a page KVM reads only inside a
+    /// non-sleeping bracket (the MSR bitmap): the page with the lock of the
+    /// way KVM mapped last held shared, if that way holds `gfn` for memslot
+    /// generation `gen`. `None` for a miss and for the other kinds, which
+    /// [`CacheVcpu::map_shared`] and [`CacheVcpu::map`] serve. The lock is
+    /// the only call.
     #[inline]
-    pub(crate) fn hit_ref(&self, kind: PageKind, gfn: u64, gen: u64) -> Option<(Hit, PageRef)> {
-        if kind.hardware_visible() || ffi::break_lookup() {
+    pub(crate) fn hit_shared(
+        &self,
+        kind: PageKind,
+        gfn: u64,
+        gen: u64,
+    ) -> Option<(Mapped, ReadGuard<'_, Locked>)> {
+        if !kind.read_in_bracket() || ffi::break_lookup() {
             return None;
         }
-        self.caches.cur(kind).hit_ref(gfn, gen)
+        self.caches.cur(kind).hit_shared(gfn, gen)
+    }
+
+    /// `map()` of a page KVM reads only inside a non-sleeping bracket (the
+    /// MSR bitmap, see [`PageKind::read_in_bracket`]): the page, with the
+    /// lock of the way KVM maps now held shared until `unmap()`, which
+    /// finds that lock with [`CacheVcpu::lock_of`]. KVM gets no page
+    /// reference: no invalidation of the page can finish while the lock is
+    /// held. A hit in the way KVM mapped last takes the lock and makes no
+    /// other call. May sleep (refresh), and then returns with the lock held.
+    pub(crate) fn map_shared(
+        &self,
+        vcpu: &Vcpu<'_>,
+        kind: PageKind,
+        gfn: u64,
+        gen: u64,
+    ) -> Result<(Mapped, ReadGuard<'_, Locked>)> {
+        loop {
+            if !ffi::break_lookup() {
+                if let Some(x) = self.caches.cur(kind).hit_shared(gfn, gen) {
+                    return Ok(x);
+                }
+                let other = (0..WAYS).find(|&way| {
+                    let slot = self.caches.slot(kind, way);
+                    slot.view.lookup_page(gfn, gen).is_some()
+                });
+                if let Some(way) = other {
+                    if let Some(x) = self.caches.slot(kind, way).hit_shared(gfn, gen) {
+                        self.caches.switch_to(kind, way);
+                        return Ok(x);
+                    }
+                }
+            }
+            let Mapped {
+                pfn,
+                kaddr,
+                page_ref,
+            } = self.refresh(vcpu, kind, gfn, gen)?;
+            // The refresh installed the page in the way it switched to; an
+            // invalidation may have taken it again before the lock.
+            let s = self.caches.cur(kind).locked.read();
+            let still = s.state.is_valid() && s.state.installed().is_some_and(|r| r.pfn == pfn);
+            drop(page_ref);
+            if still {
+                let m = Mapped {
+                    pfn,
+                    kaddr,
+                    page_ref: None,
+                };
+                return Ok((m, s));
+            }
+            drop(s);
+            ffi::cond_resched();
+        }
     }
 
     /// The rest of `map()`: the hit of another way (an L2 switch), or a
@@ -789,22 +878,25 @@ impl CacheVcpu {
         }
     }
 
-    /// `unmap()` of a page KVM read through the address (MSR bitmap,
-    /// eVMCS): drops the reference `map()` gave KVM; the cache keeps the
-    /// mapping.
+    /// `unmap()` of a page KVM read through the address: drops the
+    /// reference `map()` gave KVM for the eVMCS, if any (the MSR bitmap's
+    /// shared hold of [`CacheVcpu::map_shared`] is gone already); the cache
+    /// keeps the mapping.
     #[inline]
-    pub(crate) fn unmap_ref(
+    pub(crate) fn unmap_read(
         &self,
         vcpu: &Vcpu<'_>,
         kind: PageKind,
-        page_ref: PageRef,
+        page_ref: Option<PageRef>,
         dirty: bool,
     ) {
         let slot = self.caches.cur(kind);
         if dirty {
             vcpu.mark_dirty(slot.gfn.load(Ordering::Relaxed));
         }
-        page_ref.put(dirty);
+        if let Some(r) = page_ref {
+            r.put(dirty);
+        }
         if ffi::break_persistence() {
             self.forget(slot);
         }

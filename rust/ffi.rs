@@ -257,6 +257,17 @@ fn hw_page_kind(v: u32) -> Option<PageKind> {
     })
 }
 
+/// [`page_kind`] for the kinds KVM reads only inside a non-sleeping bracket
+/// ([`PageKind::read_in_bracket`]), whose hit and release the entry points
+/// handle with the lock call alone.
+#[inline]
+fn bracket_page_kind(v: u32) -> Option<PageKind> {
+    match v {
+        raw::nvmx_page_NVMX_PAGE_MSR_BITMAP => Some(PageKind::MsrBitmap),
+        _ => None,
+    }
+}
+
 /// Index of a page kind in per-kind arrays (and its lock class).
 #[inline]
 pub(crate) fn kind_index(kind: PageKind) -> usize {

@@ -614,8 +614,8 @@ static const struct kvm_nvmx_page_ops *nvmx_ops(void)
  * runs, on the virtual-APIC page kind, n of each of
  *	stock     kvm_vcpu_map() + kvm_vcpu_unmap() of gpa
  *	hit       the cache's map() + unmap() of gpa (warmed first)
- *	hit_ref   the same with gpa taken as the MSR bitmap: a hit that takes
- *	          a page reference for KVM and drops it at unmap()
+ *	hit_msr   the same with gpa taken as the MSR bitmap: a hit that holds
+ *	          the cache's lock shared from map() to unmap()
  *	miss      map() + unmap() of gpa and the NVMX_WAYS pages from alt_gpa
  *	          in turn, one more page than the cache has ways: every map()
  *	          refreshes the cache
@@ -707,7 +707,7 @@ static int nvmx_bench_loops(struct kvm_vcpu *vcpu, void *priv, gfn_t gfn, gfn_t 
 	if (r)
 		return r;
 	r = nvmx_bench_hits(ops, vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, gfn, n,
-			    &ticks[NVMX_BENCH_HIT_REF]);
+			    &ticks[NVMX_BENCH_HIT_MSR]);
 	if (r)
 		return r;
 

@@ -898,6 +898,110 @@ static inline uint64_t nvmx_hva_to_pfn(void *hva)
 	return (ent & (1ull << 63)) ? ent & ((1ull << 55) - 1) : 0;
 }
 
+#ifndef MADV_SOFT_OFFLINE
+#define MADV_SOFT_OFFLINE	101
+#endif
+
+#define NVMX_SOFT_OFFLINE_TRIES	4
+
+/*
+ * Host: drain the per-CPU LRU batches.  A page sitting in one is off the
+ * LRU, and soft-offlining it fails with EBUSY although nothing holds it.
+ * mlock() of a page of our own drains this CPU's batches, drop_caches=1
+ * (nothing to drop in an initramfs) every CPU's.
+ */
+static inline void nvmx_drain_lru_batches(void)
+{
+	uint8_t *page;
+	int fd;
+
+	page = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	TEST_ASSERT(page != MAP_FAILED, "mmap: %s", strerror(errno));
+	page[0] = 1;
+	if (!mlock(page, getpagesize()))
+		munlock(page, getpagesize());
+	munmap(page, getpagesize());
+	fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "1", 1) != 1)
+			printf("# drop_caches: %s\n", strerror(errno));
+		close(fd);
+	}
+}
+
+/*
+ * Host: print what the kernel logged about soft offline since @fd was
+ * opened on /dev/kmsg (its reason for a page that did not move: isolation
+ * failed with the page count, migration failed, THP split failed).
+ */
+static inline void nvmx_print_offline_log(int fd)
+{
+	char rec[1024], *msg;
+	ssize_t n;
+
+	while (fd >= 0) {
+		n = read(fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue;
+		if (n <= 0)
+			break;
+		rec[n] = 0;
+		msg = strchr(rec, ';');
+		msg = msg ? msg + 1 : rec;
+		if (strstr(msg, "failed") || strstr(msg, "poison") || strstr(msg, "offline"))
+			printf("# kernel: %s", msg);
+	}
+}
+
+/*
+ * Host: soft-offline (MADV_SOFT_OFFLINE) the page at @hva, which migrates
+ * it to a new physical page.  Returns 0 if it now has a new PFN, EINVAL if
+ * the kernel has no soft offline (CONFIG_MEMORY_FAILURE; the caller skips),
+ * and otherwise -1 with the reason in @why.
+ *
+ * A page that KVM holds (stock's kvm_vcpu_map() while L2 runs) can never
+ * move.  A page that nothing holds can still fail to move for a moment: it
+ * may sit in a per-CPU LRU batch, or a passing reference (reclaim, the LRU
+ * code, khugepaged) may make migration see one reference too many.  So the
+ * batches are drained before each of up to NVMX_SOFT_OFFLINE_TRIES tries,
+ * and the kernel's reasons are printed for each failed try.
+ */
+static inline int nvmx_soft_offline(void *hva, const char *name, char *why, size_t len)
+{
+	uint64_t before = nvmx_hva_to_pfn(hva), after = before;
+	int try, ret = 0, err = 0, fd;
+
+	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	if (fd >= 0 && lseek(fd, 0, SEEK_END) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	for (try = 1; try <= NVMX_SOFT_OFFLINE_TRIES; try++) {
+		nvmx_drain_lru_batches();
+		ret = madvise(hva, getpagesize(), MADV_SOFT_OFFLINE);
+		err = ret ? errno : 0;
+		if (ret && err == EINVAL)
+			break;
+		after = nvmx_hva_to_pfn(hva);
+		printf("# migrate: %s pfn 0x%lx -> 0x%lx (try %d: %s)\n", name, before,
+		       after, try, ret ? strerror(err) : "ok");
+		if (!ret && after && after != before)
+			break;
+		nvmx_print_offline_log(fd);
+		usleep(10000);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (ret && err == EINVAL)
+		return EINVAL;
+	if (!ret && after && after != before)
+		return 0;
+	snprintf(why, len, "%s not moved (%s, %d tries)", name,
+		 ret ? strerror(err) : "same PFN", NVMX_SOFT_OFFLINE_TRIES);
+	return -1;
+}
+
 /*
  * Host: MADV_DONTNEED the page at @hva, then fault a new page in by writing
  * @val at byte @off of it.  The freed page would come straight back as the

@@ -9,8 +9,8 @@
  *
  *   stock    kvm_vcpu_map() + kvm_vcpu_unmap() of A
  *   hit      the cache's map() + unmap() of A
- *   hit_ref  the same with A as the MSR bitmap (a hit that takes a page
- *            reference for KVM, dropped at unmap())
+ *   hit_msr  the same with A as the MSR bitmap (a hit that holds the
+ *            cache's lock shared from map() to unmap())
  *   miss     map() + unmap() of A and the 8 pages from B in turn, one page
  *            more than the cache's ways (every map() refreshes)
  *   get_put  get() + put() while A is mapped
@@ -20,7 +20,7 @@
  * unmanaged (/dev/mem above the host's mem=, -a: where; no struct page).
  *
  * The module's statistics must show that the loops took the paths they
- * are named after: at least 2n more hits (hit, hit_ref), at least n more
+ * are named after: at least 2n more hits (hit, hit_msr), at least n more
  * refreshes, and on unmanaged memory at least n more memremap() calls.
  * Without the module, or with provider=passthrough, the test skips.
  *
@@ -174,9 +174,9 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 		       i == NVMX_BENCH_GET_PUT ? "hit" : op_names[i], mem_names[mem],
 		       i == NVMX_BENCH_STOCK ? "stock" : "cache", (double)ticks[i] / n);
 	}
-	printf("# %s: per pair: stock %.1f, hit %.1f, hit_ref %.1f, miss %.1f, get+put %.1f ticks; stock/hit %.1fx\n",
+	printf("# %s: per pair: stock %.1f, hit %.1f, hit_msr %.1f, miss %.1f, get+put %.1f ticks; stock/hit %.1fx\n",
 	       mem_names[mem], (double)ticks[NVMX_BENCH_STOCK] / n, (double)ticks[NVMX_BENCH_HIT] / n,
-	       (double)ticks[NVMX_BENCH_HIT_REF] / n,
+	       (double)ticks[NVMX_BENCH_HIT_MSR] / n,
 	       (double)ticks[NVMX_BENCH_MISS] / n, (double)ticks[NVMX_BENCH_GET_PUT] / n,
 	       (double)ticks[NVMX_BENCH_STOCK] / (ticks[NVMX_BENCH_HIT] ? ticks[NVMX_BENCH_HIT] : 1));
 	nvmx_stats_print("before", &st0);
@@ -189,7 +189,7 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 		}
 	}
 	if (st1.hits - st0.hits < 2 * n || st1.refreshes - st0.refreshes < n) {
-		ksft_print_msg("%s: hits +%lu, refreshes +%lu: want at least %u (the hit and hit_ref loops) and %u\n",
+		ksft_print_msg("%s: hits +%lu, refreshes +%lu: want at least %u (the hit and hit_msr loops) and %u\n",
 			       mem_names[mem], st1.hits - st0.hits,
 			       st1.refreshes - st0.refreshes, 2 * n, n);
 		fails++;

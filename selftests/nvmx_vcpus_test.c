@@ -55,10 +55,6 @@
 
 #include "kselftest.h"
 
-#ifndef MADV_SOFT_OFFLINE
-#define MADV_SOFT_OFFLINE	101
-#endif
-
 enum mode { MODE_DONTNEED, MODE_MIGRATE, MODE_RACE, NR_MODES };
 
 static const char *const mode_names[] = {
@@ -95,55 +91,22 @@ static uint32_t new_vtpr(int i)
 	return v < 0xf0 ? v : 0xe0;
 }
 
-/*
- * Newly faulted 4 KiB pages wait in per-CPU batches before they reach the
- * LRU, and soft-offlining such a page can fail with EBUSY although nothing
- * holds it.  Drain the batches first: mlock() of a page of our own drains
- * this CPU's, and drop_caches=1 (nothing to drop in an initramfs) drains
- * every CPU's.
- */
-static void drain_lru_batches(void)
-{
-	uint8_t *page;
-	int fd;
-
-	page = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	TEST_ASSERT(page != MAP_FAILED, "mmap: %s", strerror(errno));
-	page[0] = 1;
-	if (!mlock(page, getpagesize()))
-		munlock(page, getpagesize());
-	munmap(page, getpagesize());
-	fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-	if (fd >= 0) {
-		if (write(fd, "1", 1) != 1)
-			printf("# drop_caches: %s\n", strerror(errno));
-		close(fd);
-	}
-}
-
 /* Soft-offline the three used pages of vCPU @i; returns how many did not move. */
 static int migrate_block(struct kvm_vm *vm, int i, char *why, size_t len)
 {
+	char name[64], one[128];
 	int pg, ret, stuck = 0;
 
 	why[0] = 0;
-	drain_lru_batches();
 	for (pg = 0; pg <= NVMX_PG_VAPIC; pg++) {
-		void *hva = nvmx_vcpu_page_hva(vm, i, pg);
-		uint64_t before = nvmx_hva_to_pfn(hva), after;
-
-		ret = madvise(hva, getpagesize(), MADV_SOFT_OFFLINE);
-		if (ret && errno == EINVAL)
+		snprintf(name, sizeof(name), "vcpu%d %s", i, page_names[pg]);
+		ret = nvmx_soft_offline(nvmx_vcpu_page_hva(vm, i, pg), name, one, sizeof(one));
+		if (ret == EINVAL)
 			ksft_exit_skip("MADV_SOFT_OFFLINE not supported (CONFIG_MEMORY_FAILURE)\n");
-		after = nvmx_hva_to_pfn(hva);
-		printf("# migrate: vcpu%d %s pfn 0x%lx -> 0x%lx (%s)\n", i, page_names[pg],
-		       before, after, ret ? strerror(errno) : "ok");
-		if (!ret && after && after != before)
+		if (!ret)
 			continue;
 		stuck++;
-		snprintf(why + strlen(why), len - strlen(why), "%s%s not moved (%s)",
-			 why[0] ? ", " : "", page_names[pg], ret ? strerror(errno) : "same PFN");
+		snprintf(why + strlen(why), len - strlen(why), "%s%s", why[0] ? ", " : "", one);
 	}
 	return stuck;
 }

@@ -179,6 +179,15 @@ impl PageKind {
         )
     }
 
+    /// Returns whether KVM reads the page through its kernel address only
+    /// inside one function that does not sleep (the MSR bitmap, in
+    /// `nested_vmx_prepare_msr_bitmap()`), so that a cache may keep the
+    /// page from `map()` to `unmap()` with its lock held shared instead of
+    /// with a page reference for KVM.
+    pub const fn read_in_bracket(self) -> bool {
+        matches!(self, PageKind::MsrBitmap)
+    }
+
     /// Returns whether KVM itself writes the page through its mapping.
     pub const fn kvm_writes(self) -> bool {
         matches!(

@@ -14,7 +14,10 @@ use kernel::sync::{Arc, ArcBorrow};
 use kernel::types::ForeignOwnable;
 
 use super::kvm::{LIVE_MAPPINGS, LIVE_REFS, LIVE_VMS};
-use super::{hw_page_kind, page_kind, raw, PageRef, Vcpu, VmHandle, NR_STATS, NR_VCPU_STATS};
+use super::{
+    bracket_page_kind, break_persistence, hw_page_kind, page_kind, raw, PageRef, Vcpu, VmHandle,
+    NR_STATS, NR_VCPU_STATS,
+};
 use crate::cache::{CacheVcpu, CacheVm};
 
 /// What a successful [`CacheVcpu::map`] gives KVM: the page and, for a
@@ -202,20 +205,33 @@ unsafe fn map_rest(
     gfn: u64,
     gen: u64,
 ) -> raw::nvmx_mapped {
+    if let Some((m, guard)) = bracket_page_kind(page).and_then(|kind| c.hit_shared(kind, gfn, gen))
+    {
+        // The shared hold lasts until the matching `unmap()`.
+        guard.leak();
+        return raw::nvmx_mapped {
+            kaddr: m.kaddr,
+            pfn: m.pfn,
+        };
+    }
     // SAFETY: The vCPU is live for this call (caller contract).
     let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
         return mapped_err(EINVAL);
     };
-    let m = match c.hit_ref(kind, gfn, gen) {
-        Some((hit, page_ref)) => Mapped {
-            pfn: hit.pfn,
-            kaddr: hit.mapping,
-            page_ref: Some(page_ref),
-        },
-        None => match c.map(&vcpu, kind, gfn, gen) {
+    let m = if kind.read_in_bracket() {
+        match c.map_shared(&vcpu, kind, gfn, gen) {
+            Ok((m, guard)) => {
+                // The shared hold lasts until the matching `unmap()`.
+                guard.leak();
+                m
+            }
+            Err(e) => return mapped_err(e),
+        }
+    } else {
+        match c.map(&vcpu, kind, gfn, gen) {
             Ok(m) => m,
             Err(e) => return mapped_err(e),
-        },
+        }
     };
     // KVM's until `unmap()` hands it back (`nvmx_rs_unmap`).
     let _pfn = m.page_ref.map(PageRef::into_raw);
@@ -264,16 +280,30 @@ unsafe extern "C" fn nvmx_rs_unmap(
 /// As for [`nvmx_rs_unmap`], whose vCPU state `c` is.
 #[inline(never)]
 unsafe fn unmap_rest(vcpu: *mut raw::kvm_vcpu, c: &CacheVcpu, page: u32, pfn: u64, dirty: bool) {
+    if let Some(kind) = bracket_page_kind(page) {
+        // SAFETY: For this kind `map()` leaked the guard of a shared hold of
+        // the way KVM mapped last (`CacheVcpu::hit_shared`,
+        // `CacheVcpu::map_shared`), which is still the way `lock_of()`
+        // finds, and KVM unmaps each mapping once.
+        unsafe { c.lock_of(kind).unlock_leaked_read() };
+        if !dirty && !break_persistence() {
+            return;
+        }
+    }
     // SAFETY: The vCPU is live for this call (caller contract).
     let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
         return;
     };
     if kind.hardware_visible() {
         c.unmap_hw(&vcpu, kind, dirty);
+    } else if kind.read_in_bracket() {
+        // The shared hold is gone (above).
+        c.unmap_read(&vcpu, kind, None, dirty);
     } else {
         // SAFETY: For this kind `map()` handed KVM a reference as the pfn
         // (`Mapped::page_ref`), and KVM unmaps each mapping once.
-        c.unmap_ref(&vcpu, kind, unsafe { PageRef::from_raw(pfn) }, dirty);
+        let page_ref = unsafe { PageRef::from_raw(pfn) };
+        c.unmap_read(&vcpu, kind, Some(page_ref), dirty);
     }
 }
 
