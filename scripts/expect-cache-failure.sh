@@ -15,7 +15,8 @@
 #                       read before KVM assigned it)
 #   break_folio_ref     page references are taken with
 #                       get_page_unless_zero(), which fails on THP and
-#                       hugetlb tail pages (F6)
+#                       hugetlb tail pages (F6; since the MSR bitmap is held
+#                       by the cache's lock, only an eVMCS hit takes one)
 #   break_sticky_hw     a vCPU stays "in use" for a page after it left L2,
 #                       so it is kicked for ever (F7)
 #   break_nonblock      non-blockable invalidations fail with -EAGAIN (F2)
@@ -56,7 +57,7 @@ step "cache that ignores the GPA" expect_caught break_lookup nvmx_pages nvmx_opb
 step "kicks that all go to vCPU 0" expect_caught break_kick_target \
 	nvmx_vcpus_dontneed_last nvmx_vcpus4_dontneed_last nvmx_vcpus_race_last
 step "page references on the page, not the folio" expect_caught break_folio_ref \
-	nvmx_thp_roundtrip nvmx_thp_roundtrip_hugetlb
+	nvmx_thp_evmcs nvmx_thp_evmcs_hugetlb
 step "vCPUs kicked after they left L2" expect_caught break_sticky_hw \
 	nvmx_vmxoff_vmxoff nvmx_vmxoff_l1
 step "non-blockable invalidations refused" expect_caught break_nonblock nvmx_oom_mrelease

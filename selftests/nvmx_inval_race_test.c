@@ -34,7 +34,12 @@
  *             reading CR8 and exiting to userspace, and to L1 every 8th
  *             time; each CR8 value L2 reports
  *             must be one the thread had published between the start and
- *             the end of that KVM_RUN.
+ *             the end of that KVM_RUN.  With each new virtual-APIC page
+ *             the thread also puts a copy of the MSR bitmap in place of
+ *             the old one, so that on two CPUs its invalidations meet
+ *             the merge of the bitmap at L2's nested VM-Enters (with the
+ *             cache, the invalidation waits for the merge to drop the
+ *             cache's lock).
  *
  * Expected on stock KVM 6.12: it maps the virtual-APIC and APIC-access pages
  * with a page reference for the whole time L2 runs, and vmcs02 keeps their
@@ -67,7 +72,6 @@ static const char *const mode_names[] = {
 	[MODE_MIGRATE] = "migrate",
 	[MODE_RACE] = "race",
 };
-
 
 NVMX_DEFINE_L1_GUEST_CODE(nvmx_l2_park_or_race)
 
@@ -151,9 +155,13 @@ static int run_deterministic(enum mode mode)
 	return fails;
 }
 
-/* The race: a thread replacing the virtual-APIC page, generation by generation. */
+/*
+ * The race: a thread replacing the virtual-APIC page (and the MSR bitmap,
+ * by a copy), generation by generation.
+ */
 struct race {
 	void *vapic;		/* HVA of the virtual-APIC page */
+	void *msr_bitmap;	/* HVA of the MSR bitmap */
 	uint64_t max_gens;
 	uint64_t gen;		/* last generation fully in place */
 	uint64_t runs;		/* KVM_RUNs the vCPU thread has completed */
@@ -166,11 +174,26 @@ static uint64_t gen_cr8(uint64_t g)
 	return 1 + g % 15;
 }
 
+/* Put a new page with the content of the page at @hva in its place. */
+static void replace_page(void *hva, const void *content)
+{
+	void *p;
+
+	p = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	TEST_ASSERT(p != MAP_FAILED, "mmap: %s", strerror(errno));
+	memcpy(p, content ? content : hva, getpagesize());
+	/* Atomically put the new page where the old one was. */
+	TEST_ASSERT(mremap(p, getpagesize(), getpagesize(),
+			   MREMAP_MAYMOVE | MREMAP_FIXED, hva) == hva,
+		    "mremap: %s", strerror(errno));
+}
+
 static void *race_thread(void *arg)
 {
 	struct race *r = arg;
 	uint64_t g, seen = 0;
-	void *p;
+	uint8_t vapic[PAGE_SIZE];
 
 	for (g = 1; g <= r->max_gens; g++) {
 		/*
@@ -183,15 +206,11 @@ static void *race_thread(void *arg)
 			sched_yield();
 		}
 		seen = __atomic_load_n(&r->runs, __ATOMIC_ACQUIRE);
-		p = mmap(NULL, getpagesize(), PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		TEST_ASSERT(p != MAP_FAILED, "mmap: %s", strerror(errno));
-		*(volatile uint32_t *)((uint8_t *)p + NVMX_APIC_TPR) = gen_cr8(g) << 4;
-		/* Atomically put the new page where the old one was. */
-		TEST_ASSERT(mremap(p, getpagesize(), getpagesize(),
-				   MREMAP_MAYMOVE | MREMAP_FIXED, r->vapic) == r->vapic,
-			    "mremap: %s", strerror(errno));
+		memset(vapic, 0, sizeof(vapic));
+		*(uint32_t *)(vapic + NVMX_APIC_TPR) = gen_cr8(g) << 4;
+		replace_page(r->vapic, vapic);
 		__atomic_store_n(&r->gen, g, __ATOMIC_RELEASE);
+		replace_page(r->msr_bitmap, NULL);
 	}
 	return NULL;
 }
@@ -215,6 +234,7 @@ static int run_race(uint64_t iters, uint64_t max_gens)
 	nvmx_l2_race_iters = iters;
 	sync_global_to_guest(vm, nvmx_l2_race_iters);
 	race.vapic = nvmx_page_hva(vm, NVMX_PG_VAPIC);
+	race.msr_bitmap = nvmx_page_hva(vm, NVMX_PG_MSR_BITMAP);
 	race.max_gens = max_gens;
 	*(volatile uint32_t *)((uint8_t *)race.vapic + NVMX_APIC_TPR) = gen_cr8(0) << 4;
 	stats = nvmx_stats_find(path, sizeof(path));

@@ -33,11 +33,22 @@
  *   collapse   (THP only) the pages start on 4 KiB pages; with L2 parked the
  *              host MADV_COLLAPSEs the 2 MiB range, which copies them into a
  *              new huge page; then as in split.
+ *   evmcs      L1 uses the enlightened VMCS (Hyper-V eVMCS v1) and runs two
+ *              L2s round-robin, -n rounds, each with its own eVMCS on a tail
+ *              page of the huge page and no other page: every switch unmaps
+ *              one eVMCS and maps the other (KVM keeps the eVMCS it runs
+ *              mapped, and reads it while it may sleep, so the cache gives
+ *              KVM a page reference on each hit).  The statistics checks of
+ *              roundtrip apply to the switches: a hit that takes its
+ *              reference with get_page_unless_zero() fails on every switch
+ *              (F6 again, on the one page kind that still takes a reference
+ *              on a hit).  SKIPs without KVM_CAP_HYPERV_ENLIGHTENED_VMCS.
  * With statistics, split, migrate and collapse also require inval_notifier
  * to have grown.
  *
- * Expected on stock KVM 6.12: roundtrip passes, its statistics checks SKIP;
- * split passes (the pages stay where they are); migrate and collapse FAIL:
+ * Expected on stock KVM 6.12: roundtrip and evmcs pass, their statistics
+ * checks SKIP; split passes (the pages stay where they are); migrate and
+ * collapse FAIL:
  * KVM holds a reference to the virtual-APIC and APIC-access pages while L2
  * runs, so they cannot be migrated or collapsed.  The nvmx_gpc module at
  * 4e10b0e fails roundtrip's refreshes check (one refresh per round trip).
@@ -66,20 +77,28 @@
 #define MAX_REFRESHES		8
 #define SPLIT_OFFSET		0x100000ul
 
-enum mode { MODE_ROUNDTRIP, MODE_SPLIT, MODE_MIGRATE, MODE_COLLAPSE, NR_MODES };
+enum mode { MODE_ROUNDTRIP, MODE_SPLIT, MODE_MIGRATE, MODE_COLLAPSE, MODE_EVMCS, NR_MODES };
 
 static const char *const mode_names[] = {
 	[MODE_ROUNDTRIP] = "roundtrip",
 	[MODE_SPLIT] = "split",
 	[MODE_MIGRATE] = "migrate",
 	[MODE_COLLAPSE] = "collapse",
+	[MODE_EVMCS] = "evmcs",
 };
 
-static const char *const page_names[NVMX_SLOT_PAGES] = {
+/* -m evmcs: the two L2s' eVMCSs, the pages after the block. */
+#define NR_EVMCS		2
+#define EVMCS_PAGE(i)		(NVMX_SLOT_PAGES + (i))
+#define NR_PAGE_NAMES		EVMCS_PAGE(NR_EVMCS)
+
+static const char *const page_names[NR_PAGE_NAMES] = {
 	[NVMX_PG_MSR_BITMAP] = "MSR bitmap",
 	[NVMX_PG_APIC_ACCESS] = "APIC-access page",
 	[NVMX_PG_VAPIC] = "virtual-APIC page",
 	[NVMX_PG_VAPIC_ALT] = "second virtual-APIC page",
+	[EVMCS_PAGE(0)] = "eVMCS of L2 0",
+	[EVMCS_PAGE(1)] = "eVMCS of L2 1",
 };
 
 enum { SYNC_LOOP_START = 20, SYNC_LOOP_END };
@@ -120,6 +139,56 @@ static void l2_guest_code(void)
 
 NVMX_DEFINE_L1_GUEST_CODE(l2_guest_code)
 
+/* -m evmcs: GPAs (mapped 1:1 for L1) of the eVMCSs; L2s' stacks. */
+static uint64_t evmcs_gpa[NR_EVMCS];
+static unsigned long evmcs_l2_stacks[NR_EVMCS][NVMX_L2_STACK_SIZE];
+
+static void evmcs_l2_code(void)
+{
+	for (;;)
+		vmcall();
+}
+
+/* L1, -m evmcs: enter L2 @i (its eVMCS made current) and take its VMCALL. */
+static void evmcs_l1_run(struct nvmx_shared *sh, int i, bool launch)
+{
+	GUEST_ASSERT(!evmcs_vmptrld(evmcs_gpa[i], (void *)evmcs_gpa[i]));
+	GUEST_ASSERT(!(launch ? vmlaunch() : vmresume()));
+	__GUEST_ASSERT(vmreadz(VM_EXIT_REASON) == EXIT_REASON_VMCALL,
+		       "L2 %d: exit reason 0x%lx, qualification 0x%lx", i,
+		       vmreadz(VM_EXIT_REASON), vmreadz(EXIT_QUALIFICATION));
+	nvmx_l1_skip(3);
+	sh->nr_vmcall++;
+}
+
+static void evmcs_l1_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
+			  struct nvmx_shared *sh)
+{
+	uint64_t r;
+	int i;
+
+	wrmsr(HV_X64_MSR_GUEST_OS_ID, HYPERV_LINUX_OS_ID);
+	enable_vp_assist(hv->vp_assist_gpa, hv->vp_assist);
+	evmcs_enable();
+	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
+	for (i = 0; i < NR_EVMCS; i++) {
+		GUEST_ASSERT(!evmcs_vmptrld(evmcs_gpa[i], (void *)evmcs_gpa[i]));
+		current_evmcs->revision_id = EVMCS_VERSION;
+		prepare_vmcs(vmx, evmcs_l2_code, &evmcs_l2_stacks[i][NVMX_L2_STACK_SIZE]);
+		/* No MSR bitmap: the eVMCS is the only page KVM maps. */
+		GUEST_ASSERT(!vmwrite(CPU_BASED_VM_EXEC_CONTROL,
+				      vmreadz(CPU_BASED_VM_EXEC_CONTROL) &
+				      ~CPU_BASED_USE_MSR_BITMAPS));
+		evmcs_l1_run(sh, i, true);
+	}
+	GUEST_SYNC(SYNC_LOOP_START);
+	for (r = 0; r < l2_trips; r++)
+		for (i = 0; i < NR_EVMCS; i++)
+			evmcs_l1_run(sh, i, false);
+	GUEST_SYNC(SYNC_LOOP_END);
+	GUEST_DONE();
+}
+
 static enum vm_mem_backing_src_type src = VM_MEM_SRC_ANONYMOUS_THP;
 static long orig_nr_hugepages = -1;
 
@@ -143,12 +212,15 @@ static const char *huge_field(void)
 }
 
 /*
- * Whether each of the three pages of the block is a tail page of a huge
- * folio (kpageflags), or, without kpageflags, whether the VMA has huge
- * pages at all.  @why says what was found.
+ * Whether each of the pages the test uses (the first three of the block, or
+ * the eVMCSs) is a tail page of a huge folio (kpageflags), or, without
+ * kpageflags, whether the VMA has huge pages at all.  @why says what was
+ * found.
  */
-static bool pages_on_huge_tails(struct kvm_vm *vm, char *why, size_t len)
+static bool pages_on_huge_tails(struct kvm_vm *vm, enum mode mode, char *why, size_t len)
 {
+	int first = mode == MODE_EVMCS ? EVMCS_PAGE(0) : 0;
+	int last = mode == MODE_EVMCS ? EVMCS_PAGE(NR_EVMCS - 1) : NVMX_PG_VAPIC;
 	uint64_t want = src == VM_MEM_SRC_ANONYMOUS_THP ? 1ull << KPF_THP : 1ull << KPF_HUGE;
 	uint64_t pfn, flags;
 	bool ok = true;
@@ -156,7 +228,7 @@ static bool pages_on_huge_tails(struct kvm_vm *vm, char *why, size_t len)
 	int pg;
 
 	why[0] = 0;
-	for (pg = 0; pg <= NVMX_PG_VAPIC; pg++) {
+	for (pg = first; pg <= last; pg++) {
 		pfn = nvmx_hva_to_pfn(nvmx_page_hva(vm, pg));
 		if (!pfn_flags(pfn, &flags)) {
 			kb = nvmx_smaps_kb(nvmx_page_hva(vm, 0), huge_field());
@@ -165,7 +237,7 @@ static bool pages_on_huge_tails(struct kvm_vm *vm, char *why, size_t len)
 			return kb > 0;
 		}
 		snprintf(why + strlen(why), len - strlen(why), "%s%s pfn 0x%lx flags 0x%lx",
-			 pg ? ", " : "", page_names[pg], pfn, flags);
+			 pg > first ? ", " : "", page_names[pg], pfn, flags);
 		ok &= (flags & want) && (flags & (1ull << KPF_COMPOUND_TAIL));
 	}
 	return ok;
@@ -238,12 +310,29 @@ static struct nvmx_shared *create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpu
 				     enum mode mode)
 {
 	struct nvmx_shared *sh[1];
+	struct kvm_regs regs;
+	vm_vaddr_t hv_gva;
 	char why[512];
 	void *slot;
+	int i;
 
-	nvmx_create_vm_vcpus(vmp, vcpup, 1, l1_guest_code,
-			     NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC,
-			     src, sh);
+	if (mode == MODE_EVMCS) {
+		nvmx_create_vm_vcpus(vmp, vcpup, 1, evmcs_l1_code, NVMX_USE_EVMCS, src, sh);
+		vcpu_set_hv_cpuid(*vcpup);
+		vcpu_enable_evmcs(*vcpup);
+		vcpu_alloc_hyperv_test_pages(*vmp, &hv_gva);
+		/* evmcs_l1_code()'s second argument. */
+		vcpu_regs_get(*vcpup, &regs);
+		regs.rsi = hv_gva;
+		vcpu_regs_set(*vcpup, &regs);
+		for (i = 0; i < NR_EVMCS; i++)
+			evmcs_gpa[i] = nvmx_host_pages_gpa + EVMCS_PAGE(i) * getpagesize();
+		sync_global_to_guest(*vmp, evmcs_gpa);
+	} else {
+		nvmx_create_vm_vcpus(vmp, vcpup, 1, l1_guest_code,
+				     NVMX_USE_MSR_BITMAP | NVMX_USE_APIC_ACCESS | NVMX_USE_VAPIC,
+				     src, sh);
+	}
 	slot = addr_gpa2hva(*vmp, NVMX_PAGES_GPA);
 	if (mode == MODE_COLLAPSE) {
 		/* Start on 4 KiB pages; MADV_COLLAPSE ignores the sysfs knobs. */
@@ -257,12 +346,13 @@ static struct nvmx_shared *create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpu
 		       nvmx_smaps_kb(slot, huge_field()));
 		return sh[0];
 	}
-	if (!pages_on_huge_tails(*vmp, why, sizeof(why)) && src == VM_MEM_SRC_ANONYMOUS_THP) {
+	if (!pages_on_huge_tails(*vmp, mode, why, sizeof(why)) &&
+	    src == VM_MEM_SRC_ANONYMOUS_THP) {
 		/* No THP at fault time (fragmentation, defrag policy): ask for one. */
 		printf("# no huge page at fault time (%s), trying MADV_COLLAPSE\n", why);
 		madvise(slot, nvmx_host_slot_size, MADV_COLLAPSE);
 	}
-	if (!pages_on_huge_tails(*vmp, why, sizeof(why))) {
+	if (!pages_on_huge_tails(*vmp, mode, why, sizeof(why))) {
 		kvm_vm_free(*vmp);
 		restore_hugepages();
 		ksft_exit_skip("the pages are not on huge tail pages: %s\n", why);
@@ -277,8 +367,10 @@ static uint64_t trips_of(struct nvmx_shared *sh)
 	return sh->nr_vmcall + sh->nr_msr_read + sh->nr_msr_write + sh->nr_apic_access;
 }
 
-static int run_roundtrip(uint64_t n)
+/* roundtrip and evmcs: -n round trips (or rounds of switches). */
+static int run_roundtrip(enum mode mode, uint64_t n)
 {
+	const char *huge = src == VM_MEM_SRC_ANONYMOUS_THP ? "THP" : "hugetlb";
 	struct nvmx_stats st0, st1;
 	struct nvmx_shared *sh;
 	struct kvm_vcpu *vcpu;
@@ -289,9 +381,13 @@ static int run_roundtrip(uint64_t n)
 	bool stats;
 	int fails = 0;
 
-	sh = create_vm(&vm, &vcpu, MODE_ROUNDTRIP);
-	ksft_test_result_pass("backing: MSR bitmap, APIC-access and virtual-APIC pages on %s tail pages\n",
-			      src == VM_MEM_SRC_ANONYMOUS_THP ? "THP" : "hugetlb");
+	sh = create_vm(&vm, &vcpu, mode);
+	if (mode == MODE_EVMCS)
+		ksft_test_result_pass("backing: the %d L2s' eVMCSs on %s tail pages\n", NR_EVMCS,
+				      huge);
+	else
+		ksft_test_result_pass("backing: MSR bitmap, APIC-access and virtual-APIC pages on %s tail pages\n",
+				      huge);
 	l2_trips = n;
 	sync_global_to_guest(vm, l2_trips);
 	stats = nvmx_stats_find(path, sizeof(path));
@@ -306,9 +402,16 @@ static int run_roundtrip(uint64_t n)
 		nvmx_stats_read(path, &st1);
 	nvmx_run_to_done(vcpu);
 
-	TEST_ASSERT(trips >= n, "only %lu round trips for %lu L2 iterations", trips, n);
-	ksft_test_result_pass("roundtrip: %lu round trips, MSR bitmap and VTPR checked every 16th\n",
-			      trips);
+	if (mode == MODE_EVMCS) {
+		TEST_ASSERT(trips == n * NR_EVMCS, "%lu round trips for %lu rounds of %d L2s",
+			    trips, n, NR_EVMCS);
+		ksft_test_result_pass("evmcs: %lu round trips, each to the other L2 and its eVMCS\n",
+				      trips);
+	} else {
+		TEST_ASSERT(trips >= n, "only %lu round trips for %lu L2 iterations", trips, n);
+		ksft_test_result_pass("roundtrip: %lu round trips, MSR bitmap and VTPR checked every 16th\n",
+				      trips);
+	}
 	if (!stats) {
 		ksft_test_result_skip("refreshes: no nvmx_gpc statistics: stock KVM or pass-through provider\n");
 		ksft_test_result_skip("hits: no nvmx_gpc statistics: stock KVM or pass-through provider\n");
@@ -471,16 +574,20 @@ int main(int argc, char *argv[])
 		/* One for the slot, and one to migrate into. */
 		reserve_hugepages(mode == MODE_MIGRATE ? 2 : 1);
 	}
-	ksft_set_plan(mode == MODE_ROUNDTRIP ? 4 : 5);
-	if (mode == MODE_ROUNDTRIP)
-		run_roundtrip(n);
+	if (mode == MODE_EVMCS) {
+		TEST_REQUIRE(kvm_has_cap(KVM_CAP_NESTED_STATE));
+		TEST_REQUIRE(kvm_has_cap(KVM_CAP_HYPERV_ENLIGHTENED_VMCS));
+	}
+	ksft_set_plan(mode == MODE_ROUNDTRIP || mode == MODE_EVMCS ? 4 : 5);
+	if (mode == MODE_ROUNDTRIP || mode == MODE_EVMCS)
+		run_roundtrip(mode, n);
 	else
 		run_parked(mode);
 	restore_hugepages();
 	ksft_finished();
 
 usage:
-	printf("usage: %s [-s thp|hugetlb] [-m roundtrip|split|migrate|collapse] [-n round trips]\n",
+	printf("usage: %s [-s thp|hugetlb] [-m roundtrip|split|migrate|collapse|evmcs] [-n round trips]\n",
 	       argv[0]);
 	return KSFT_FAIL;
 }
