@@ -36,8 +36,8 @@
  *   evmcs      L1 uses the enlightened VMCS (Hyper-V eVMCS v1) and runs two
  *              L2s round-robin, -n rounds, each with its own eVMCS on a tail
  *              page of the huge page and no other page: every switch unmaps
- *              one eVMCS and maps the other (KVM keeps the eVMCS it runs
- *              mapped, and reads it while it may sleep, so the cache gives
+ *              one eVMCS and maps the other (KVM keeps the current eVMCS
+ *              mapped across L2 runs, where it sleeps, so the cache gives
  *              KVM a page reference on each hit).  The statistics checks of
  *              roundtrip apply to the switches: a hit that takes its
  *              reference with get_page_unless_zero() fails on every switch
