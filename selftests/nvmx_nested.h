@@ -496,6 +496,17 @@ static inline void nvmx_l1_prepare(struct vmx_pages *vmx, void *l2_code,
 }
 
 /*
+ * L1: tell KVM it is a Hyper-V guest, enable its VP assist page and make
+ * VMPTRLD take eVMCSs from now on.  The host side is nvmx_vcpu_enable_evmcs().
+ */
+static inline void nvmx_l1_enable_evmcs(struct hyperv_test_pages *hv)
+{
+	wrmsr(HV_X64_MSR_GUEST_OS_ID, HYPERV_LINUX_OS_ID);
+	enable_vp_assist(hv->vp_assist_gpa, hv->vp_assist);
+	evmcs_enable();
+}
+
+/*
  * L1: enter L2 at @l2_code with the pages @sh->use asks for, handle its
  * exits until it asks to stop, then GUEST_DONE.  @hv is used only with
  * NVMX_USE_EVMCS.
@@ -516,11 +527,8 @@ static inline void nvmx_l1_main(struct vmx_pages *vmx, struct hyperv_test_pages 
 	}
 	__GUEST_ASSERT(nvmx_sh == sh, "vCPU table gives shared page %p, L1 got %p",
 		       nvmx_sh, sh);
-	if (sh->use & NVMX_USE_EVMCS) {
-		wrmsr(HV_X64_MSR_GUEST_OS_ID, HYPERV_LINUX_OS_ID);
-		enable_vp_assist(hv->vp_assist_gpa, hv->vp_assist);
-		evmcs_enable();
-	}
+	if (sh->use & NVMX_USE_EVMCS)
+		nvmx_l1_enable_evmcs(hv);
 	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
 	if (sh->use & NVMX_USE_EVMCS)
 		GUEST_ASSERT(load_evmcs(hv));
@@ -1187,18 +1195,35 @@ static inline int nvmx_report_resumed(const char *what, struct ucall *res,
 }
 
 /*
+ * Host: give @vcpu Hyper-V's CPUID and enlightened VMCS, and allocate its
+ * Hyper-V test pages; returns their GVA, L1's second argument for
+ * nvmx_l1_enable_evmcs().
+ */
+static inline vm_vaddr_t nvmx_vcpu_enable_evmcs(struct kvm_vm *vm, struct kvm_vcpu *vcpu)
+{
+	vm_vaddr_t hv_gva;
+
+	vcpu_set_hv_cpuid(vcpu);
+	vcpu_enable_evmcs(vcpu);
+	vcpu_alloc_hyperv_test_pages(vm, &hv_gva);
+	return hv_gva;
+}
+
+/*
  * Host: create a VM with @nr_vcpus vCPUs running @l1_code and the page slot
  * backed by @src; vCPU i gets its own VMX pages, its own shared page @sh[i]
  * (using the pages @use names, from its block at nvmx_vcpu_pages_gpa(i))
- * and its entry in nvmx_vcpu_tab[].  Every vCPU may run L1; a test that
- * wants some of them idle simply does not run them.
+ * and its entry in nvmx_vcpu_tab[].  With NVMX_USE_EVMCS each vCPU also
+ * gets eVMCS and its Hyper-V pages (nvmx_vcpu_enable_evmcs()).  L1 is
+ * called as l1_code(vmx, hv, sh), hv being 0 without eVMCS.  Every vCPU
+ * may run L1; a test that wants some of them idle simply does not run them.
  */
 static inline void nvmx_create_vm_vcpus(struct kvm_vm **vmp, struct kvm_vcpu **vcpus,
 					int nr_vcpus, void *l1_code, uint64_t use,
 					enum vm_mem_backing_src_type src,
 					struct nvmx_shared **sh)
 {
-	vm_vaddr_t vmx_gva, sh_gva;
+	vm_vaddr_t vmx_gva, hv_gva, sh_gva;
 	struct kvm_regs regs;
 	int i;
 
@@ -1208,10 +1233,13 @@ static inline void nvmx_create_vm_vcpus(struct kvm_vm **vmp, struct kvm_vcpu **v
 	memset(nvmx_vcpu_tab, 0, sizeof(nvmx_vcpu_tab));
 	for (i = 0; i < nr_vcpus; i++) {
 		vcpu_alloc_vmx(*vmp, &vmx_gva);
+		hv_gva = 0;
+		if (use & NVMX_USE_EVMCS)
+			hv_gva = nvmx_vcpu_enable_evmcs(*vmp, vcpus[i]);
 		sh_gva = vm_vaddr_alloc_page(*vmp);
 		sh[i] = addr_gva2hva(*vmp, sh_gva);
 		nvmx_fill_shared(sh[i], use, nvmx_vcpu_pages_gpa(i));
-		vcpu_args_set(vcpus[i], 3, vmx_gva, 0, sh_gva);
+		vcpu_args_set(vcpus[i], 3, vmx_gva, hv_gva, sh_gva);
 
 		/* The library's stack: DEFAULT_STACK_PGS pages below RSP. */
 		vcpu_regs_get(vcpus[i], &regs);

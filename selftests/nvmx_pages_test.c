@@ -91,11 +91,8 @@ int main(int argc, char *argv[])
 	ksft_set_plan(evmcs ? 2 : 3);
 
 	vm = vm_create_with_one_vcpu(&vcpu, l1_guest_code);
-	if (evmcs) {
-		vcpu_set_hv_cpuid(vcpu);
-		vcpu_enable_evmcs(vcpu);
-		vcpu_alloc_hyperv_test_pages(vm, &hv_gva);
-	}
+	if (evmcs)
+		hv_gva = nvmx_vcpu_enable_evmcs(vm, vcpu);
 	vcpu_alloc_vmx(vm, &vmx_gva);
 	nvmx_add_page_slot(vm);
 	sh_gva = vm_vaddr_alloc_page(vm);

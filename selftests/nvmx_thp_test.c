@@ -167,9 +167,7 @@ static void evmcs_l1_code(struct vmx_pages *vmx, struct hyperv_test_pages *hv,
 	uint64_t r;
 	int i;
 
-	wrmsr(HV_X64_MSR_GUEST_OS_ID, HYPERV_LINUX_OS_ID);
-	enable_vp_assist(hv->vp_assist_gpa, hv->vp_assist);
-	evmcs_enable();
+	nvmx_l1_enable_evmcs(hv);
 	GUEST_ASSERT(prepare_for_vmx_operation(vmx));
 	for (i = 0; i < NR_EVMCS; i++) {
 		GUEST_ASSERT(!evmcs_vmptrld(evmcs_gpa[i], (void *)evmcs_gpa[i]));
@@ -310,21 +308,12 @@ static struct nvmx_shared *create_vm(struct kvm_vm **vmp, struct kvm_vcpu **vcpu
 				     enum mode mode)
 {
 	struct nvmx_shared *sh[1];
-	struct kvm_regs regs;
-	vm_vaddr_t hv_gva;
 	char why[512];
 	void *slot;
 	int i;
 
 	if (mode == MODE_EVMCS) {
 		nvmx_create_vm_vcpus(vmp, vcpup, 1, evmcs_l1_code, NVMX_USE_EVMCS, src, sh);
-		vcpu_set_hv_cpuid(*vcpup);
-		vcpu_enable_evmcs(*vcpup);
-		vcpu_alloc_hyperv_test_pages(*vmp, &hv_gva);
-		/* evmcs_l1_code()'s second argument. */
-		vcpu_regs_get(*vcpup, &regs);
-		regs.rsi = hv_gva;
-		vcpu_regs_set(*vcpup, &regs);
 		for (i = 0; i < NR_EVMCS; i++)
 			evmcs_gpa[i] = nvmx_host_pages_gpa + EVMCS_PAGE(i) * getpagesize();
 		sync_global_to_guest(*vmp, evmcs_gpa);
