@@ -25,7 +25,7 @@ typedef _Bool bool;
 #endif
 
 /* Bumped on every incompatible change of this header. */
-#define NVMX_SHIM_ABI_VERSION 6
+#define NVMX_SHIM_ABI_VERSION 7
 
 struct kvm;
 struct kvm_vcpu;
@@ -91,7 +91,7 @@ u32 nvmx_shim_provider(void);
  * (map and memremap on every nested VM-entry, as stock does), look caches
  * up by page kind alone (ignore a changed GPA or memslot generation), or
  * keep kicking a vCPU whose page left vmcs02.  The shim itself implements
- * the others: kick_target, nonblock, folio_ref.
+ * the others: kick_target, nonblock, folio_ref, dirty_log.
  */
 bool nvmx_shim_break_invalidation(void);
 bool nvmx_shim_break_persistence(void);
@@ -100,6 +100,7 @@ bool nvmx_shim_break_sticky_hw(void);
 bool nvmx_shim_break_kick_target(void);
 bool nvmx_shim_break_nonblock(void);
 bool nvmx_shim_break_folio_ref(void);
+bool nvmx_shim_break_dirty_log(void);
 
 /*
  * The memslot of @gfn in the VM's (non-SMM) memslots and the userspace
@@ -108,6 +109,13 @@ bool nvmx_shim_break_folio_ref(void);
  * dropped.
  */
 const struct kvm_memory_slot *nvmx_shim_lookup(struct kvm_vcpu *vcpu, u64 gfn, u64 *uhva);
+/*
+ * Whether @slot (from nvmx_shim_lookup(), same SRCU section) logs dirty
+ * pages, i.e. whether kvm_vcpu_mark_page_dirty() of one of its gfns does
+ * anything.  The flag changes only with a new memslot, so with a new
+ * memslot generation.
+ */
+bool nvmx_shim_slot_logs_dirty(const struct kvm_memory_slot *slot);
 /*
  * Resolve @gfn through @slot (from nvmx_shim_lookup(), same SRCU section)
  * like kvm_vcpu_map() does, taking a reference on the pfn if it is
@@ -124,7 +132,7 @@ void nvmx_shim_put_pfn(u64 pfn, bool dirty);
 bool nvmx_shim_get_pfn(u64 pfn);
 /* Undo the kernel mapping of nvmx_shim_resolve() (memunmap() if unmanaged). */
 void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p);
-/* kvm_vcpu_mark_page_dirty(). */
+/* kvm_vcpu_mark_page_dirty() (nothing with break_dirty_log). */
 void nvmx_shim_mark_dirty(struct kvm_vcpu *vcpu, u64 gfn);
 /*
  * vcpu->vcpu_idx.  Not valid in vcpu_init(): KVM assigns it only after
@@ -221,7 +229,14 @@ struct nvmx_mapped {
  */
 struct nvmx_mapped nvmx_rs_map(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 gfn,
 			       u64 gen);
-void nvmx_rs_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 pfn, bool dirty);
+/*
+ * The provider's unmap().  @gen is the VM's memslot generation, read by the
+ * shim as for map().  KVM's nested VM-exit calls unmap() with kvm->srcu
+ * held; the vCPU's reset, state ioctls and destruction may call it without,
+ * and @gen may then be from just before a memslot update.
+ */
+void nvmx_rs_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, u32 page, u64 pfn, bool dirty,
+		   u64 gen);
 /* get(): the kernel address with the cache held shared until put(), or NULL. */
 void *nvmx_rs_get(void *vcpu_priv, u32 page);
 void nvmx_rs_put(void *vcpu_priv, u32 page);

@@ -83,6 +83,9 @@ enum nvmx_vcpu_stat {
  * hit             the cache's map() + unmap() on a hit
  * hit_msr         the same for the MSR bitmap kind, whose map() leaves the
  *                 cache's lock held shared until unmap()
+ * hit_dirty       the hit with unmap(dirty), as KVM unmaps the virtual-APIC
+ *                 page: the dirty mark (skipped if the memslot does not log
+ *                 dirty pages)
  * miss            the cache's map() + unmap(), each map() a refresh
  * get_put         the cache's get() + put()
  */
@@ -90,6 +93,7 @@ enum nvmx_vcpu_stat {
 	X(STOCK, stock)			\
 	X(HIT, hit)			\
 	X(HIT_MSR, hit_msr)		\
+	X(HIT_DIRTY, hit_dirty)		\
 	X(MISS, miss)			\
 	X(GET_PUT, get_put)
 

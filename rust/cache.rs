@@ -21,7 +21,7 @@
 //! [`CacheVcpu::map`] and [`CacheVcpu::map_shared`] find the page in another
 //! way. A miss in every way goes on to the `#[cold]` refresh. `unmap()` of a
 //! hardware-visible page is [`HitView::release`]
-//! ([`CacheVcpu::unmap_hw_clean`]).
+//! ([`CacheVcpu::unmap_hw_fast`]).
 //!
 //! # Locks and their order
 //!
@@ -154,6 +154,9 @@ pub(crate) struct Slot {
     /// switched to this way, for the eviction.
     gfn: AtomicU64,
     last_use: AtomicU64,
+    /// The vCPU's own bookkeeping too: the memslot of the last refresh does
+    /// not log dirty pages. See [`Slot::unlogged`].
+    unlogged: AtomicBool,
 }
 
 // The size the documentation of `WAYS` states.
@@ -175,11 +178,30 @@ impl Slot {
             armed: AtomicBool::new(false),
             gfn: AtomicU64::new(0),
             last_use: AtomicU64::new(0),
+            unlogged: AtomicBool::new(false),
         })
     }
 
     fn armed(&self) -> bool {
         self.armed.load(Ordering::Relaxed)
+    }
+
+    /// The vCPU, at `unmap()` with memslot generation `gen`: whether
+    /// marking the page dirty would do nothing. True if the memslots are
+    /// still those of the last refresh (generation `gen` is the published
+    /// one) and that refresh found a memslot that does not log dirty pages:
+    /// `kvm_vcpu_mark_page_dirty()` would find the same memslot and test
+    /// the same flag.
+    ///
+    /// Where KVM calls `unmap()` without `kvm->srcu` (vCPU reset, state
+    /// ioctls, vCPU free) `gen` may be read from just before an update
+    /// that enables dirty logging. No write is lost then either: the CPU
+    /// writes these pages only while L2 runs, and KVM marks them dirty at
+    /// every exit from L2 (`nested_mark_vmcs12_pages_dirty()`); KVM's own
+    /// writes are marked at `put()`.
+    #[inline]
+    fn unlogged(&self, gen: u64) -> bool {
+        self.unlogged.load(Ordering::Relaxed) && self.view.generation() == gen
     }
 
     /// The lock-free hit of a hardware-visible page (see [`HitView`]): the
@@ -785,6 +807,8 @@ impl CacheVcpu {
                         self.caches.release(slot, old);
                     }
                     slot.gfn.store(gfn, Ordering::Relaxed);
+                    slot.unlogged
+                        .store(!memslot.logs_dirty(), Ordering::Relaxed);
                     self.caches.refreshed.store(true, Ordering::Relaxed);
                     vcpu.trace_refresh(kind, gfn, r.pfn, r.unmanaged, way, retries);
                     // For a hardware-visible page the notifier, not a
@@ -841,17 +865,19 @@ impl CacheVcpu {
         })
     }
 
-    /// The fast half of `unmap()`: for a hardware-visible page that KVM
-    /// did not write, gives up the claim and returns true if that was all
-    /// (the cache is still valid). False for the other kinds and when
-    /// [`CacheVcpu::unmap_hw`] must do the rest; the claim is given up then
-    /// too. Takes no lock, makes no call.
+    /// The fast half of `unmap()` of a hardware-visible page, at memslot
+    /// generation `gen`: gives up the claim and returns true if that was
+    /// all: the cache is still valid, and KVM did not write the page or
+    /// marking it dirty would do nothing ([`Slot::unlogged`]). False for
+    /// the other kinds and when [`CacheVcpu::unmap_hw`] must do the rest,
+    /// which gives up the claim then. Takes no lock, makes no call.
     #[inline]
-    pub(crate) fn unmap_hw_clean(&self, kind: PageKind) -> bool {
-        kind.hardware_visible()
-            && !ffi::break_sticky_hw()
-            && !ffi::break_persistence()
-            && !self.caches.cur(kind).view.release()
+    pub(crate) fn unmap_hw_fast(&self, kind: PageKind, dirty: bool, gen: u64) -> bool {
+        if !kind.hardware_visible() || ffi::break_sticky_hw() || ffi::break_persistence() {
+            return false;
+        }
+        let slot = self.caches.cur(kind);
+        (!dirty || slot.unlogged(gen)) && !slot.view.release()
     }
 
     /// Whether the last `map()` refreshed; clears it. Called by the shim
@@ -864,7 +890,7 @@ impl CacheVcpu {
     /// the cache keeps it. The vCPU is in root mode and vmcs02 gets the
     /// address again only through `map()`, so invalidations need not kick
     /// it any more (F7). Releasing an already released claim is harmless,
-    /// so this may follow [`CacheVcpu::unmap_hw_clean`].
+    /// so this may follow [`CacheVcpu::unmap_hw_fast`].
     pub(crate) fn unmap_hw(&self, vcpu: &Vcpu<'_>, kind: PageKind, dirty: bool) {
         let slot = self.caches.cur(kind);
         if !ffi::break_sticky_hw() && slot.view.release() {

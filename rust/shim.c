@@ -71,6 +71,7 @@ NVMX_BREAK(kick_target, "make every reload request to vCPU 0 (vcpu_idx read too 
 NVMX_BREAK(nonblock, "fail non-blockable invalidations with -EAGAIN (OOM reaper)")
 NVMX_BREAK(folio_ref, "take page references with get_page_unless_zero() (THP tail pages)")
 NVMX_BREAK(sticky_hw, "keep kicking a vCPU for a page after it left L2 (the claim sticky)")
+NVMX_BREAK(dirty_log, "never mark a page dirty at unmap or put (the dirty log misses writes)")
 
 /* nvmx_shim_resolve() relies on a direct map covering all of RAM. */
 static_assert(IS_ENABLED(CONFIG_X86_64));
@@ -125,6 +126,12 @@ const struct kvm_memory_slot *nvmx_shim_lookup(struct kvm_vcpu *vcpu, u64 gfn, u
 		return NULL;
 	*uhva = hva;
 	return slot;
+}
+
+bool nvmx_shim_slot_logs_dirty(const struct kvm_memory_slot *slot)
+{
+	/* What mark_page_dirty_in_slot() tests before it does anything. */
+	return kvm_slot_dirty_track_enabled(slot);
 }
 
 /* The same lookup and the same failure codes as kvm_vcpu_map() in 6.12. */
@@ -202,6 +209,8 @@ void nvmx_shim_unmap_kaddr(const struct nvmx_pfn *p)
 
 void nvmx_shim_mark_dirty(struct kvm_vcpu *vcpu, u64 gfn)
 {
+	if (nvmx_shim_break_dirty_log())
+		return;
 	kvm_vcpu_mark_page_dirty(vcpu, gfn);
 }
 
@@ -520,8 +529,15 @@ static void shim_unmap(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_pag
 {
 	u64 pfn = map->pfn;
 
-	map->hva = NULL;
-	nvmx_rs_unmap(vcpu, vcpu_priv, page, pfn, dirty);
+	/*
+	 * The generation as map() reads it.  KVM's nested VM-exit holds
+	 * kvm->srcu; the vCPU's reset, state ioctls and destruction may not,
+	 * and then the read may see the memslots of just before an update.
+	 * That is memory safe (struct kvm embeds both sets of memslots), and
+	 * what the cache decides from it (nvmx_rs_unmap()) stays correct.
+	 */
+	nvmx_rs_unmap(vcpu, vcpu_priv, page, pfn, dirty,
+		      rcu_dereference_raw(vcpu->kvm->memslots[0])->generation);
 }
 
 static void *shim_get(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
@@ -533,6 +549,14 @@ static void *shim_get(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page
 static void shim_put(struct kvm_vcpu *vcpu, void *vcpu_priv, enum kvm_nvmx_page page,
 		     struct kvm_host_map *map, bool dirty)
 {
+	/*
+	 * KVM wrote the page (the PI descriptor, or the virtual-APIC page from
+	 * it): mark it now, so that unmap() may skip a mark that would do
+	 * nothing (Slot::unlogged in rust/cache.rs).  Marking first leaves the
+	 * put the last call.
+	 */
+	if (dirty)
+		nvmx_shim_mark_dirty(vcpu, map->gfn);
 	nvmx_rs_put(vcpu_priv, page);
 }
 
@@ -616,6 +640,8 @@ static const struct kvm_nvmx_page_ops *nvmx_ops(void)
  *	hit       the cache's map() + unmap() of gpa (warmed first)
  *	hit_msr   the same with gpa taken as the MSR bitmap: a hit that holds
  *	          the cache's lock shared from map() to unmap()
+ *	hit_dirty the hit with unmap(dirty), as KVM unmaps the virtual-APIC
+ *	          page at every nested VM-exit
  *	miss      map() + unmap() of gpa and the NVMX_WAYS pages from alt_gpa
  *	          in turn, one more page than the cache has ways: every map()
  *	          refreshes the cache
@@ -623,8 +649,8 @@ static const struct kvm_nvmx_page_ops *nvmx_ops(void)
  * and reports the ticks of each loop ("<name> <ticks> <n>" lines, names and
  * order as NVMX_BENCH_OPS in nvmx_gpc_stats.h).  The cache's operations are
  * called through the provider table, as KVM calls them.  The vCPU must not
- * run meanwhile: the write holds its mutex, as an ioctl does,
- * and kvm->srcu, as KVM does around these calls.
+ * run meanwhile: the write holds its mutex and loads it, as an ioctl does,
+ * and holds kvm->srcu, as KVM does around these calls.
  */
 #define NVMX_BENCH_NAME(NAME, name)	#name,
 static const char *const nvmx_bench_names[NVMX_NR_BENCH] = {
@@ -660,9 +686,13 @@ static void nvmx_bench_forget(struct kvm_vcpu *vcpu)
 /* Read at run time, so that the calls stay indirect, as KVM's are. */
 static const struct kvm_nvmx_page_ops *nvmx_bench_ops = &nvmx_gpc_ops;
 
-/* n map() + unmap() pairs of @gfn as @page, after one that warms the cache. */
+/*
+ * n map() + unmap(@dirty) pairs of @gfn as @page, after one that warms the
+ * cache.
+ */
 static int nvmx_bench_hits(const struct kvm_nvmx_page_ops *ops, struct kvm_vcpu *vcpu,
-			   void *priv, enum kvm_nvmx_page page, gfn_t gfn, u32 n, u64 *ticks)
+			   void *priv, enum kvm_nvmx_page page, gfn_t gfn, bool dirty, u32 n,
+			   u64 *ticks)
 {
 	struct kvm_host_map map;
 	u64 t0;
@@ -678,7 +708,7 @@ static int nvmx_bench_hits(const struct kvm_nvmx_page_ops *ops, struct kvm_vcpu 
 		r = ops->map(vcpu, priv, page, gfn, &map);
 		if (r)
 			return r;
-		ops->unmap(vcpu, priv, page, &map, false);
+		ops->unmap(vcpu, priv, page, &map, dirty);
 	}
 	*ticks = rdtsc_ordered() - t0;
 	return 0;
@@ -703,11 +733,14 @@ static int nvmx_bench_loops(struct kvm_vcpu *vcpu, void *priv, gfn_t gfn, gfn_t 
 	}
 	ticks[NVMX_BENCH_STOCK] = rdtsc_ordered() - t0;
 
-	r = nvmx_bench_hits(ops, vcpu, priv, page, gfn, n, &ticks[NVMX_BENCH_HIT]);
+	r = nvmx_bench_hits(ops, vcpu, priv, page, gfn, false, n, &ticks[NVMX_BENCH_HIT]);
 	if (r)
 		return r;
-	r = nvmx_bench_hits(ops, vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, gfn, n,
+	r = nvmx_bench_hits(ops, vcpu, priv, KVM_NVMX_PAGE_MSR_BITMAP, gfn, false, n,
 			    &ticks[NVMX_BENCH_HIT_MSR]);
+	if (r)
+		return r;
+	r = nvmx_bench_hits(ops, vcpu, priv, page, gfn, true, n, &ticks[NVMX_BENCH_HIT_DIRTY]);
 	if (r)
 		return r;
 
@@ -769,10 +802,16 @@ static ssize_t nvmx_bench_write(struct file *file, const char __user *ubuf, size
 	kvm = vcpu->kvm;
 	r = mutex_lock_killable(&vcpu->mutex);
 	if (!r) {
+		/*
+		 * Loaded, as in an ioctl: the dirty mark of unmap() needs the
+		 * running vCPU (mark_page_dirty_in_slot()).
+		 */
+		vcpu_load(vcpu);
 		idx = srcu_read_lock(&kvm->srcu);
 		r = nvmx_bench_loops(vcpu, nvmx_bench.vcpu_priv, gpa_to_gfn(gpa),
 				     gpa_to_gfn(alt), n, ticks);
 		srcu_read_unlock(&kvm->srcu, idx);
+		vcpu_put(vcpu);
 		mutex_unlock(&vcpu->mutex);
 	}
 	if (!r) {

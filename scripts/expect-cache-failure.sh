@@ -20,6 +20,8 @@
 #   break_sticky_hw     a vCPU stays "in use" for a page after it left L2,
 #                       so it is kicked for ever (F7)
 #   break_nonblock      non-blockable invalidations fail with -EAGAIN (F2)
+#   break_dirty_log     the cache never marks a page dirty, so the dirty
+#                       log (live migration) misses what KVM wrote
 #
 # The knobs exist only in the test-knob build of the module
 # ($OUT/module-knobs), which the image loads for runs with module
@@ -61,3 +63,4 @@ step "page references on the page, not the folio" expect_caught break_folio_ref 
 step "vCPUs kicked after they left L2" expect_caught break_sticky_hw \
 	nvmx_vmxoff_vmxoff nvmx_vmxoff_l1
 step "non-blockable invalidations refused" expect_caught break_nonblock nvmx_oom_mrelease
+step "pages never marked dirty" expect_caught break_dirty_log nvmx_opbench

@@ -47,18 +47,8 @@ int main(int argc, char *argv[])
 	struct kvm_vm *vm;
 
 	while ((opt = getopt(argc, argv, "v:s:h")) != -1) {
-		switch (opt) {
-		case 'v':
-			nr_vcpus = atoi(optarg);
-			if (nr_vcpus < 1 || nr_vcpus > NVMX_MAX_VCPUS)
-				goto usage;
-			break;
-		case 's':
-			src = parse_backing_src_type(optarg);
-			break;
-		default:
+		if (!nvmx_vcpus_opt(opt, optarg, &nr_vcpus, &src))
 			goto usage;
-		}
 	}
 
 	ksft_print_header();

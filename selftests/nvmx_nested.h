@@ -1210,6 +1210,26 @@ static inline vm_vaddr_t nvmx_vcpu_enable_evmcs(struct kvm_vm *vm, struct kvm_vc
 }
 
 /*
+ * Host: option -v (1 to NVMX_MAX_VCPUS vCPUs) or -s (the page slot's
+ * backing, as the selftest library names it) of the multi-vCPU tests;
+ * false for a bad value or another option.
+ */
+static inline bool nvmx_vcpus_opt(int opt, const char *arg, int *nr_vcpus,
+				  enum vm_mem_backing_src_type *src)
+{
+	switch (opt) {
+	case 'v':
+		*nr_vcpus = atoi(arg);
+		return *nr_vcpus >= 1 && *nr_vcpus <= NVMX_MAX_VCPUS;
+	case 's':
+		*src = parse_backing_src_type(arg);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
  * Host: create a VM with @nr_vcpus vCPUs running @l1_code and the page slot
  * backed by @src; vCPU i gets its own VMX pages, its own shared page @sh[i]
  * (using the pages @use names, from its block at nvmx_vcpu_pages_gpa(i))

@@ -11,6 +11,8 @@
  *   hit      the cache's map() + unmap() of A
  *   hit_msr  the same with A as the MSR bitmap (a hit that holds the
  *            cache's lock shared from map() to unmap())
+ *   hit_dirty the hit with unmap(dirty), as KVM unmaps the virtual-APIC
+ *            page: nothing to mark while the memslot logs no dirty pages
  *   miss     map() + unmap() of A and the 8 pages from B in turn, one page
  *            more than the cache's ways (every map() refreshes)
  *   get_put  get() + put() while A is mapped
@@ -22,6 +24,9 @@
  * The module's statistics must show that the loops took the paths they
  * are named after: at least 2n more hits (hit, hit_msr), at least n more
  * refreshes, and on unmanaged memory at least n more memremap() calls.
+ * Then the memslot logs dirty pages and the loops run again: A, which only
+ * hit_dirty's unmap() writes, must be in the dirty log, and no other page
+ * may be (the cache skips the mark only while the memslot does not log).
  * Without the module, or with provider=passthrough, the test skips.
  *
  * The host prints one line per measurement for make bench:
@@ -34,6 +39,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <linux/bitmap.h>
 
 #include "kvm_util.h"
 #include "processor.h"
@@ -70,6 +77,10 @@ static const char *const op_names[NVMX_NR_BENCH] = {
 };
 #undef BENCH_OP_NAME
 
+/* The /dev/mem mapping behind an unmanaged slot (not a kvm_util region). */
+static void *devmem_hva;
+#define DEVMEM_PAGES	(PAGE_B_OFFSET / PAGE_SIZE + NR_B)
+
 /* The memslot holding A and B, backed as @mem says. */
 static void add_slot(struct kvm_vm *vm, enum memory mem, uint64_t phys)
 {
@@ -80,8 +91,7 @@ static void add_slot(struct kvm_vm *vm, enum memory mem, uint64_t phys)
 	switch (mem) {
 	case MEM_UNMANAGED:
 		/* Only A and B: RAM above mem= may be small. */
-		nvmx_add_devmem_slot(vm, SLOT, SLOT_GPA, PAGE_B_OFFSET / getpagesize() + NR_B,
-				     phys);
+		devmem_hva = nvmx_add_devmem_slot(vm, SLOT, SLOT_GPA, DEVMEM_PAGES, phys);
 		return;
 	case MEM_THP:
 		__TEST_REQUIRE(thp_configured(), "no transparent hugepages");
@@ -144,6 +154,49 @@ static bool run_bench(uint64_t a, uint64_t b, unsigned int n, uint64_t ticks[NVM
 	return true;
 }
 
+static void set_slot_flags(struct kvm_vm *vm, enum memory mem, uint32_t flags)
+{
+	if (mem == MEM_UNMANAGED)
+		vm_set_user_memory_region(vm, SLOT, flags, SLOT_GPA, DEVMEM_PAGES * PAGE_SIZE,
+					  devmem_hva);
+	else
+		vm_mem_region_set_flags(vm, SLOT, flags);
+}
+
+/*
+ * With the memslot logging dirty pages, the loops again (few pairs): the
+ * dirty log must hold A, which only hit_dirty's unmap() marks, and nothing
+ * else.  Returns the number of failed checks.
+ */
+static int check_dirty_log(struct kvm_vm *vm, enum memory mem, uint64_t a, uint64_t b)
+{
+	uint64_t ticks[NVMX_NR_BENCH], i, nbits = SLOT_SIZE / PAGE_SIZE, set = 0;
+	uint64_t bit_a = (a - SLOT_GPA) / PAGE_SIZE;
+	unsigned long *bmap = bitmap_zalloc(nbits);
+	bool dirty_a;
+
+	set_slot_flags(vm, mem, KVM_MEM_LOG_DIRTY_PAGES);
+	/* Clears the log: nothing was marked before logging began. */
+	kvm_vm_get_dirty_log(vm, SLOT, bmap);
+	TEST_ASSERT(run_bench(a, b, 4, ticks), "%s with dirty logging: %s", BENCH_FILE,
+		    strerror(errno));
+	memset(bmap, 0, nbits / 8);
+	kvm_vm_get_dirty_log(vm, SLOT, bmap);
+	set_slot_flags(vm, mem, 0);
+
+	dirty_a = test_bit(bit_a, bmap);
+	for (i = 0; i < nbits; i++)
+		set += test_bit(i, bmap) && i != bit_a;
+	free(bmap);
+	if (!dirty_a || set) {
+		ksft_print_msg("%s: dirty log after unmap(dirty) of A: A %s, %lu other pages\n",
+			       mem_names[mem], dirty_a ? "dirty" : "NOT dirty", set);
+		return 1;
+	}
+	printf("# %s: dirty log: A dirty after unmap(dirty), no other page\n", mem_names[mem]);
+	return 0;
+}
+
 /* One memory kind: returns the number of failed checks. */
 static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 {
@@ -166,6 +219,7 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 		TEST_FAIL("%s: %s", BENCH_FILE, strerror(errno));
 	}
 	nvmx_stats_read(path, &st1);
+	fails += check_dirty_log(vm, mem, a, b);
 	kvm_vm_free(vm);
 
 	for (i = 0; i < NVMX_NR_BENCH; i++) {
@@ -174,9 +228,9 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 		       i == NVMX_BENCH_GET_PUT ? "hit" : op_names[i], mem_names[mem],
 		       i == NVMX_BENCH_STOCK ? "stock" : "cache", (double)ticks[i] / n);
 	}
-	printf("# %s: per pair: stock %.1f, hit %.1f, hit_msr %.1f, miss %.1f, get+put %.1f ticks; stock/hit %.1fx\n",
+	printf("# %s: per pair: stock %.1f, hit %.1f, hit_msr %.1f, hit_dirty %.1f, miss %.1f, get+put %.1f ticks; stock/hit %.1fx\n",
 	       mem_names[mem], (double)ticks[NVMX_BENCH_STOCK] / n, (double)ticks[NVMX_BENCH_HIT] / n,
-	       (double)ticks[NVMX_BENCH_HIT_MSR] / n,
+	       (double)ticks[NVMX_BENCH_HIT_MSR] / n, (double)ticks[NVMX_BENCH_HIT_DIRTY] / n,
 	       (double)ticks[NVMX_BENCH_MISS] / n, (double)ticks[NVMX_BENCH_GET_PUT] / n,
 	       (double)ticks[NVMX_BENCH_STOCK] / (ticks[NVMX_BENCH_HIT] ? ticks[NVMX_BENCH_HIT] : 1));
 	nvmx_stats_print("before", &st0);
@@ -188,10 +242,10 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 			fails++;
 		}
 	}
-	if (st1.hits - st0.hits < 2 * n || st1.refreshes - st0.refreshes < n) {
-		ksft_print_msg("%s: hits +%lu, refreshes +%lu: want at least %u (the hit and hit_msr loops) and %u\n",
+	if (st1.hits - st0.hits < 3 * n || st1.refreshes - st0.refreshes < n) {
+		ksft_print_msg("%s: hits +%lu, refreshes +%lu: want at least %u (the three hit loops) and %u\n",
 			       mem_names[mem], st1.hits - st0.hits,
-			       st1.refreshes - st0.refreshes, 2 * n, n);
+			       st1.refreshes - st0.refreshes, 3 * n, n);
 		fails++;
 	}
 	if (mem == MEM_UNMANAGED && st1.memremap - st0.memremap < n) {
@@ -204,7 +258,7 @@ static int bench_memory(enum memory mem, unsigned int n, uint64_t phys)
 			       mem_names[mem], st1.memremap - st0.memremap);
 		fails++;
 	}
-	ksft_test_result(!fails, "%s: %u pairs each; the statistics match the paths\n",
+	ksft_test_result(!fails, "%s: %u pairs each; the statistics match the paths; the dirty log has A\n",
 			 mem_names[mem], n);
 	return fails;
 }

@@ -581,6 +581,13 @@ impl HitView {
         })
     }
 
+    /// The vCPU, without the lock: the memslot generation of the page its
+    /// last refresh published (only the vCPU publishes).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// The vCPU, without the lock, after a [`HitView::lookup_page`] of
     /// `page` that hit: whether the page is still published.
     #[inline]

@@ -19,6 +19,7 @@ use super::{
     NR_STATS, NR_VCPU_STATS,
 };
 use crate::cache::{CacheVcpu, CacheVm};
+use crate::state::PageKind;
 
 /// What a successful [`CacheVcpu::map`] gives KVM: the page and, for a
 /// page KVM reads through the address until `unmap()` (MSR bitmap, eVMCS),
@@ -166,8 +167,9 @@ unsafe extern "C" fn nvmx_rs_vcpu_free(_vcpu: *mut raw::kvm_vcpu, vcpu_priv: *mu
 }
 
 /// The provider's `map()`: the page, or a negative errno in `kaddr`. The
-/// hit of a hardware-visible page is handled here, with no call and no
-/// lock; everything else in [`map_rest`].
+/// hits in the way KVM mapped last are handled here: a hardware-visible
+/// page's with no call and no lock, the MSR bitmap's with the lock call
+/// alone; everything else in [`map_rest`].
 ///
 /// # Safety
 ///
@@ -190,8 +192,40 @@ unsafe extern "C" fn nvmx_rs_map(
             pfn: hit.pfn,
         };
     }
+    if bracket_page_kind(page).is_some() {
+        // SAFETY: The caller's contract is ours.
+        return unsafe { map_bracket(vcpu, c, gfn, gen) };
+    }
     // SAFETY: The caller's contract is ours.
     unsafe { map_rest(vcpu, c, page, gfn, gen) }
+}
+
+/// `map()` of the MSR bitmap, the only page KVM reads inside a non-sleeping
+/// bracket: a hit in the way KVM mapped last takes the lock and makes no
+/// other call. Apart from the hardware-visible hit, so that that one saves
+/// no registers.
+///
+/// # Safety
+///
+/// As for [`nvmx_rs_map`], whose vCPU state `c` is.
+#[inline(never)]
+unsafe fn map_bracket(
+    vcpu: *mut raw::kvm_vcpu,
+    c: &CacheVcpu,
+    gfn: u64,
+    gen: u64,
+) -> raw::nvmx_mapped {
+    const PAGE: u32 = raw::nvmx_page_NVMX_PAGE_MSR_BITMAP;
+    if let Some((m, guard)) = c.hit_shared(PageKind::MsrBitmap, gfn, gen) {
+        // The shared hold lasts until the matching `unmap()`.
+        guard.leak();
+        return raw::nvmx_mapped {
+            kaddr: m.kaddr,
+            pfn: m.pfn,
+        };
+    }
+    // SAFETY: The caller's contract is ours.
+    unsafe { map_rest(vcpu, c, PAGE, gfn, gen) }
 }
 
 /// # Safety
@@ -205,15 +239,6 @@ unsafe fn map_rest(
     gfn: u64,
     gen: u64,
 ) -> raw::nvmx_mapped {
-    if let Some((m, guard)) = bracket_page_kind(page).and_then(|kind| c.hit_shared(kind, gfn, gen))
-    {
-        // The shared hold lasts until the matching `unmap()`.
-        guard.leak();
-        return raw::nvmx_mapped {
-            kaddr: m.kaddr,
-            pfn: m.pfn,
-        };
-    }
     // SAFETY: The vCPU is live for this call (caller contract).
     let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {
         return mapped_err(EINVAL);
@@ -249,15 +274,16 @@ fn mapped_err(e: Error) -> raw::nvmx_mapped {
     }
 }
 
-/// The provider's `unmap()`. The release of a hardware-visible page KVM
-/// did not write is handled here, with no call; everything else in
-/// [`unmap_rest`].
+/// The provider's `unmap()`, at memslot generation `gen`. Handled here: the
+/// release of a hardware-visible page that needs no dirty marking, with no
+/// call, and the MSR bitmap's unlock; everything else in [`unmap_rest`].
 ///
 /// # Safety
 ///
 /// As for [`nvmx_rs_map`], for a page that a successful `map()` of the same
 /// kind gave out and that is unmapped once; `pfn` is the pfn `map()`
-/// returned.
+/// returned. `kvm->srcu` may not be held (see `shim_unmap()`), and then
+/// `gen` may be from just before a memslot update.
 #[no_mangle]
 unsafe extern "C" fn nvmx_rs_unmap(
     vcpu: *mut raw::kvm_vcpu,
@@ -265,14 +291,35 @@ unsafe extern "C" fn nvmx_rs_unmap(
     page: u32,
     pfn: u64,
     dirty: bool,
+    gen: u64,
 ) {
     // SAFETY: As in `nvmx_rs_map`.
     let c = unsafe { vcpu_state(vcpu_priv) };
-    if !dirty && hw_page_kind(page).is_some_and(|kind| c.unmap_hw_clean(kind)) {
+    if hw_page_kind(page).is_some_and(|kind| c.unmap_hw_fast(kind, dirty, gen)) {
         return;
+    }
+    if bracket_page_kind(page).is_some() && !dirty && !break_persistence() {
+        // SAFETY: The caller's contract is ours.
+        return unsafe { unlock_bracket(c) };
     }
     // SAFETY: The caller's contract is ours.
     unsafe { unmap_rest(vcpu, c, page, pfn, dirty) }
+}
+
+/// `unmap()` of the MSR bitmap that leaves nothing to do but the unlock.
+/// Apart from [`nvmx_rs_unmap`] and [`unmap_rest`], so that both calls are
+/// tail calls and the hardware-visible release saves no registers.
+///
+/// # Safety
+///
+/// As for [`nvmx_rs_unmap`] of the MSR bitmap, whose vCPU state `c` is.
+#[inline(never)]
+unsafe fn unlock_bracket(c: &CacheVcpu) {
+    // SAFETY: `map()` of the MSR bitmap leaked the guard of a shared hold of
+    // the way KVM mapped last (`CacheVcpu::hit_shared`,
+    // `CacheVcpu::map_shared`), which is still the way `lock_of()` finds,
+    // and KVM unmaps each mapping once: the hold is ours to drop.
+    unsafe { c.lock_of(PageKind::MsrBitmap).unlock_leaked_read() }
 }
 
 /// # Safety
@@ -280,15 +327,9 @@ unsafe extern "C" fn nvmx_rs_unmap(
 /// As for [`nvmx_rs_unmap`], whose vCPU state `c` is.
 #[inline(never)]
 unsafe fn unmap_rest(vcpu: *mut raw::kvm_vcpu, c: &CacheVcpu, page: u32, pfn: u64, dirty: bool) {
-    if let Some(kind) = bracket_page_kind(page) {
-        // SAFETY: For this kind `map()` leaked the guard of a shared hold of
-        // the way KVM mapped last (`CacheVcpu::hit_shared`,
-        // `CacheVcpu::map_shared`), which is still the way `lock_of()`
-        // finds, and KVM unmaps each mapping once.
-        unsafe { c.lock_of(kind).unlock_leaked_read() };
-        if !dirty && !break_persistence() {
-            return;
-        }
+    if bracket_page_kind(page).is_some() {
+        // SAFETY: As in `unlock_bracket()`.
+        unsafe { unlock_bracket(c) };
     }
     // SAFETY: The vCPU is live for this call (caller contract).
     let (Some(vcpu), Some(kind)) = (unsafe { vcpu_of(vcpu) }, page_kind(page)) else {

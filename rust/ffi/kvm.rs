@@ -152,6 +152,14 @@ impl Memslot<'_> {
         self.uhva
     }
 
+    /// Whether the memslot logs dirty pages (`KVM_MEM_LOG_DIRTY_PAGES`):
+    /// otherwise marking one of its pages dirty does nothing. A memslot's
+    /// flags never change; new flags come with a new memslot generation.
+    pub(crate) fn logs_dirty(&self) -> bool {
+        // SAFETY: The memslot is live (type invariant).
+        unsafe { raw::nvmx_shim_slot_logs_dirty(self.ptr.as_ptr()) }
+    }
+
     /// Resolves the gfn through this memslot, i.e. the address
     /// [`Memslot::uhva`] names, to a pfn (taking a reference if
     /// refcounted) and maps it into the kernel, like `kvm_vcpu_map()`. May
